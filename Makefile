@@ -1,0 +1,55 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# They create .venv from requirements/lock.txt and resolve the Delta Lake JVM package into .cache/ivy when
+# either is missing or out of date.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+TORCHREC_VERSION := 1.8.0
+VENV_STAMP := $(VENV)/.installed
+DELTA_STAMP := .cache/ivy/.resolved
+DEMO_LAKEHOUSE ?= lakehouse
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint lock cuda benchmark-generator clean
+
+setup: $(VENV_STAMP) $(DELTA_STAMP)
+
+$(VENV_STAMP): requirements/lock.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip install --python $(PY) -r requirements/lock.txt
+	# torchrec without its declared fbgemm-gpu (the CUDA build); fbgemm-gpu-cpu comes from the lock
+	$(UV) pip install --python $(PY) --no-deps torchrec==$(TORCHREC_VERSION)
+	$(UV) pip install --python $(PY) --no-deps -e .
+	touch $@
+
+$(DELTA_STAMP): $(VENV_STAMP) features/spark.py
+	$(PY) -m features.spark --resolve-delta
+	touch $@
+
+demo: setup
+	$(PY) -m jobs.demo --lakehouse $(DEMO_LAKEHOUSE)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check features jobs training tests benchmarks
+
+# Re-resolve the full pinned set from requirements/base.in (needs network; commit the result).
+lock: $(VENV_STAMP)
+	$(UV) pip compile --python-version 3.11 requirements/base.in -o requirements/lock.txt
+
+# On a machine with an NVIDIA GPU: the same torch wheel is CUDA-enabled; swap the CPU fbgemm for the GPU one.
+cuda: setup
+	$(UV) pip uninstall --python $(PY) fbgemm-gpu-cpu
+	$(UV) pip install --python $(PY) --no-deps fbgemm-gpu==$(TORCHREC_VERSION)
+
+benchmark-generator: setup
+	$(PY) -m benchmarks.generate_synthetic
+
+clean:
+	rm -rf $(VENV) .cache $(DEMO_LAKEHOUSE)

@@ -1,0 +1,389 @@
+"""Lakehouse table IO on Delta Lake: the only module that touches delta-spark and deltalake (delta-rs).
+
+One Delta table per folder under a lakehouse root, named by a relative path such as ``"raw/events"``.
+
+* Spark DataFrames go through **delta-spark** (:meth:`Lakehouse.write`, :meth:`Lakehouse.read`,
+  :meth:`Lakehouse.add_constraints`): what the jobs use, on a cluster and on the embedded default alike.
+* Arrow / pandas data goes through **deltalake** (:meth:`Lakehouse.write_arrow`, :meth:`Lakehouse.read_arrow`,
+  :meth:`Lakehouse.files`, :meth:`Lakehouse.version`, :meth:`Lakehouse.history`): what JVM-free processes use
+  (training ranks, Airflow callbacks). pyspark is imported only inside the Spark-side methods, so such a process
+  never loads it.
+
+Both sides offer the same write modes:
+
+* ``mode="append"``: add rows. With ``txn=(app_id, version)`` an append happens once: a retry with the same
+  pair is skipped (Delta's idempotent-write ids; delta-rs records them and this module checks before writing).
+* ``mode="overwrite"``: replace the whole table's rows (its schema must stay the same).
+* ``mode="overwrite", replace_ds=[d1, ...]``: replace only those ``ds`` partitions (``replaceWhere`` /
+  delta-rs predicate). A row of another day in the data is an error and the table is left unchanged.
+
+Schema enforcement: data whose columns or types differ from the table's is refused with
+:class:`SchemaMismatchError` naming the columns (no silent cast, no schema replacement). Nullability is not
+compared: Spark marks almost every computed column nullable.
+
+Every commit is atomic (a new ``_delta_log`` entry is created or not), so a failed or killed write leaves the
+table at its previous version; both libraries may write the same table concurrently (optimistic concurrency).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Schema, Transaction, write_deltalake
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+
+WriteMode = Literal["append", "overwrite"]
+_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+_TABLE_NAME = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
+_CONSTRAINT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class TableNameError(ValueError):
+    """A table name that is not a plain relative path inside the lakehouse."""
+
+
+class TableNotFoundError(FileNotFoundError):
+    """The named table (or the requested version of it) does not exist."""
+
+
+class SchemaMismatchError(ValueError):
+    """The data's schema conflicts with the table's."""
+
+    def __init__(self, table: str, missing: list[str], extra: list[str], changed: list[str]):
+        self.table, self.missing, self.extra, self.changed = table, missing, extra, changed
+        parts = []
+        if missing:
+            parts.append(f"columns missing from the data: {', '.join(missing)}")
+        if extra:
+            parts.append(f"columns not in the table: {', '.join(extra)}")
+        if changed:
+            parts.append(f"columns with another type: {', '.join(changed)}")
+        super().__init__(
+            f"schema of the data conflicts with table {table!r}: " + "; ".join(parts)
+            + ". Nothing was written (schemas are never cast or replaced silently)."
+        )
+
+
+class PartitionOverwriteError(ValueError):
+    """Data given to a ``replace_ds`` overwrite holds rows of a day outside the replaced days."""
+
+
+def _ds_strings(days: Iterable[dt.date | str]) -> list[str]:
+    out = []
+    for day in days:
+        if isinstance(day, dt.datetime):
+            raise TypeError(f"replace_ds takes dates, got the datetime {day!r}")
+        out.append(day.isoformat() if isinstance(day, dt.date) else dt.date.fromisoformat(day).isoformat())
+    if not out:
+        raise ValueError("replace_ds is empty: name at least one ds partition to replace")
+    return sorted(set(out))
+
+
+def _strip_nullability(node: Any) -> Any:
+    """A Delta/Spark schema JSON reduced to names and types (nullability and metadata dropped)."""
+    if isinstance(node, dict):
+        return {
+            key: _strip_nullability(value)
+            for key, value in node.items()
+            if key not in {"nullable", "containsNull", "valueContainsNull", "metadata"}
+        }
+    if isinstance(node, list):
+        return [_strip_nullability(value) for value in node]
+    return node
+
+
+def schema_diff(table: str, table_schema: Mapping[str, Any], data_schema: Mapping[str, Any]) -> None:
+    """Raise SchemaMismatchError unless both Delta schema JSONs have the same column names and types."""
+    table_fields = {f["name"]: _strip_nullability(f["type"]) for f in table_schema["fields"]}
+    data_fields = {f["name"]: _strip_nullability(f["type"]) for f in data_schema["fields"]}
+    missing = sorted(set(table_fields) - set(data_fields))
+    extra = sorted(set(data_fields) - set(table_fields))
+    changed = sorted(
+        f"{name} ({json.dumps(table_fields[name])} in the table, {json.dumps(data_fields[name])} in the data)"
+        for name in set(table_fields) & set(data_fields)
+        if table_fields[name] != data_fields[name]
+    )
+    if missing or extra or changed:
+        raise SchemaMismatchError(table, missing, extra, changed)
+
+
+def _squeeze(sql: str) -> str:
+    return re.sub(r"\s+", "", sql).lower()
+
+
+def _sql_quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Lakehouse:
+    """A lakehouse root: a local folder, or a URI (``s3a://...``, ``hdfs://...``) on a cluster."""
+
+    root: str
+
+    def __init__(self, root: str | Path):
+        text = str(root)
+        is_uri = "://" in text and not text.startswith("file://")
+        normalised = text.rstrip("/") if is_uri else str(Path(text.removeprefix("file://")).expanduser().resolve())
+        object.__setattr__(self, "root", normalised)
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root
+
+    # ------------------------------------------------------------------ names and metadata (no JVM)
+    def path(self, table: str) -> str:
+        """Location of ``table``; raises TableNameError for names that could leave the lakehouse."""
+        if not isinstance(table, str) or not _TABLE_NAME.match(table):
+            raise TableNameError(
+                f"invalid table name {table!r}: use a relative path of letters, digits, '_', '-', '.' "
+                "segments such as 'raw/events' (no '..', no absolute paths)"
+            )
+        if not self.is_local:
+            return f"{self.root}/{table}"
+        root = Path(self.root)
+        location = (root / table).resolve()  # follows symlinks: a link pointing outside is refused too
+        if not location.is_relative_to(root):
+            raise TableNameError(f"table {table!r} resolves to {location}, outside the lakehouse {root}")
+        return str(location)
+
+    def exists(self, table: str) -> bool:
+        return DeltaTable.is_deltatable(self.path(table))
+
+    def _delta_table(self, table: str, version: int | None = None) -> DeltaTable:
+        location = self.path(table)
+        if not DeltaTable.is_deltatable(location):
+            raise TableNotFoundError(f"no Delta table {table!r} at {location}")
+        try:
+            return DeltaTable(location, version=version)
+        except Exception as err:  # delta-rs raises a generic error for a missing or vacuumed version
+            if version is None:
+                raise
+            latest = DeltaTable(location).version()
+            raise TableNotFoundError(
+                f"table {table!r} cannot be read at version {version} (latest is {latest}; the version may not "
+                f"exist yet or its log was cleaned up): {err}"
+            ) from err
+
+    def version(self, table: str) -> int:
+        """The latest committed version of ``table``."""
+        return self._delta_table(table).version()
+
+    def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commit history, newest first (version, timestamp, operation, parameters, metrics)."""
+        return self._delta_table(table).history(limit)
+
+    def files(self, table: str, *, version: int | None = None) -> list[str]:
+        """URIs of the data files of ``table`` at ``version`` (latest when None); local ones as ``file://``.
+
+        These are what Petastorm reads. A file listed by the log but gone from disk (vacuumed) is an error.
+        """
+        uris = self._delta_table(table, version).file_uris()
+        if not self.is_local:
+            return uris
+        missing = [uri for uri in uris if not Path(uri.removeprefix("file://")).exists()]
+        if missing:
+            raise TableNotFoundError(
+                f"version {version} of table {table!r} lists {len(missing)} data files that no longer exist "
+                f"(vacuumed?), e.g. {missing[0]}"
+            )
+        return [uri if uri.startswith("file://") else Path(uri).as_uri() for uri in uris]
+
+    # ------------------------------------------------------------------ Arrow side (delta-rs)
+    def read_arrow(
+        self,
+        table: str,
+        *,
+        version: int | None = None,
+        columns: Sequence[str] | None = None,
+        where: str | None = None,
+    ) -> pa.Table:
+        """Read ``table`` (at ``version``) into Arrow, optionally a column subset and a SQL ``where`` filter.
+
+        Scans with polars (its Delta reader lists the version's files through delta-rs). delta-rs's own
+        DataFusion engine hands strings out as Arrow string views, which the pyarrow that Petastorm pins (14)
+        cannot import; polars' oldest Arrow level can, and the result is cast back to the table's own types.
+        """
+        import polars as pl
+
+        delta_table = self._delta_table(table, version)
+        target = pa.schema(delta_table.schema())
+        frame = pl.scan_delta(self.path(table), version=delta_table.version())
+        if where:
+            frame = pl.SQLContext(t=frame).execute(f"SELECT * FROM t WHERE {where}")
+        if columns:
+            frame = frame.select(list(columns))
+            target = pa.schema([target.field(name) for name in columns])
+        return frame.collect().to_arrow(compat_level=pl.CompatLevel.oldest()).cast(target)
+
+    def write_arrow(
+        self,
+        data: pa.Table | pd.DataFrame,
+        table: str,
+        *,
+        mode: WriteMode = "append",
+        replace_ds: Iterable[dt.date | str] | None = None,
+        partition_by: Sequence[str] | None = None,
+        txn: tuple[str, int] | None = None,
+    ) -> int | None:
+        """Write Arrow/pandas data with delta-rs; returns the new version, or None when ``txn`` was done already."""
+        if not isinstance(data, pa.Table):
+            data = pa.Table.from_pandas(data, preserve_index=False)
+        location = self.path(table)
+        existing = DeltaTable(location) if DeltaTable.is_deltatable(location) else None
+        predicate = None
+        if replace_ds is not None:
+            if mode != "overwrite":
+                raise ValueError("replace_ds needs mode='overwrite'")
+            days = _ds_strings(replace_ds)
+            outside = pc.invert(pc.is_in(pc.cast(data["ds"], pa.string()), value_set=pa.array(days)))
+            if pc.any(outside).as_py():
+                raise PartitionOverwriteError(
+                    f"data for table {table!r} has rows outside the replaced days {days}; nothing was written"
+                )
+            predicate = "ds IN (" + ", ".join(_sql_quote(d) for d in days) + ")"
+        commit = None
+        if txn is not None:
+            app_id, txn_version = txn
+            if existing is not None and (existing.transaction_version(app_id) or -1) >= txn_version:
+                return None  # this append was committed before: a retry must not add the rows twice
+            commit = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=txn_version)])
+        if existing is not None:
+            schema_diff(
+                table, json.loads(existing.schema().to_json()), json.loads(Schema.from_arrow(data.schema).to_json())
+            )
+            self._check_partitioning(table, existing.metadata().partition_columns, partition_by)
+        write_deltalake(
+            location,
+            data,
+            mode=mode,
+            predicate=predicate,
+            partition_by=list(partition_by) if partition_by else None,
+            commit_properties=commit,
+        )
+        return DeltaTable(location).version()
+
+    @staticmethod
+    def _check_partitioning(table: str, existing: Sequence[str], wanted: Sequence[str] | None) -> None:
+        if wanted is not None and list(existing) != list(wanted):
+            raise SchemaMismatchError(
+                table, [], [], [f"partitioning ({list(existing)} in the table, {list(wanted)} asked)"]
+            )
+
+    # ------------------------------------------------------------------ Spark side (delta-spark)
+    def read(self, spark: SparkSession, table: str, *, version: int | None = None) -> DataFrame:
+        """Read ``table`` with delta-spark, at ``version`` (time travel) or the latest."""
+        from delta.tables import DeltaTable as SparkDeltaTable
+
+        location = self.path(table)
+        if not SparkDeltaTable.isDeltaTable(spark, location):
+            raise TableNotFoundError(f"no Delta table {table!r} at {location}")
+        reader = spark.read.format("delta")
+        if version is not None:
+            latest = self.spark_version(spark, table)
+            if not 0 <= version <= latest:
+                raise TableNotFoundError(f"table {table!r} has no version {version} (latest is {latest})")
+            reader = reader.option("versionAsOf", version)
+        return reader.load(location)
+
+    def spark_version(self, spark: SparkSession, table: str) -> int:
+        """The latest version of ``table`` as delta-spark sees it (works for any location Spark can read)."""
+        from delta.tables import DeltaTable as SparkDeltaTable
+
+        return SparkDeltaTable.forPath(spark, self.path(table)).history(1).select("version").first()[0]
+
+    def write(
+        self,
+        df: DataFrame,
+        table: str,
+        *,
+        mode: WriteMode = "append",
+        replace_ds: Iterable[dt.date | str] | None = None,
+        partition_by: Sequence[str] | None = None,
+        txn: tuple[str, int] | None = None,
+        constraints: Mapping[str, str] | None = None,
+    ) -> int:
+        """Write a Spark DataFrame with delta-spark; returns the table's version after the write.
+
+        ``constraints`` (name -> SQL boolean expression) are added as Delta CHECK constraints before the data is
+        written (the table is created empty first when new), so a violating write fails and changes nothing.
+        """
+        from delta.tables import DeltaTable as SparkDeltaTable
+
+        if mode not in ("append", "overwrite"):
+            raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
+        spark = df.sparkSession
+        location = self.path(table)
+        exists = SparkDeltaTable.isDeltaTable(spark, location)
+        if exists:
+            schema_diff(table, spark.read.format("delta").load(location).schema.jsonValue(), df.schema.jsonValue())
+            if partition_by is not None:
+                detail = SparkDeltaTable.forPath(spark, location).detail().select("partitionColumns").first()[0]
+                self._check_partitioning(table, detail, partition_by)
+        if constraints:
+            if not exists:
+                self._create_empty(df, location, partition_by)
+            self.add_constraints(spark, table, constraints)
+
+        writer = df.write.format("delta").mode(mode)
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        if replace_ds is not None:
+            if mode != "overwrite":
+                raise ValueError("replace_ds needs mode='overwrite'")
+            days = _ds_strings(replace_ds)
+            # Delta checks every written row against the condition: a row of another day fails the write.
+            writer = writer.option("replaceWhere", "ds IN (" + ", ".join(f"DATE {_sql_quote(d)}" for d in days) + ")")
+        if txn is not None:
+            writer = writer.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
+        try:
+            writer.save(location)
+        except Exception as err:
+            if replace_ds is not None and "DELTA_REPLACE_WHERE_MISMATCH" in str(err):
+                raise PartitionOverwriteError(
+                    f"data for table {table!r} has rows outside the replaced days; nothing was written: {err}"
+                ) from err
+            raise
+        return self.spark_version(spark, table)
+
+    @staticmethod
+    def _create_empty(df: DataFrame, location: str, partition_by: Sequence[str] | None) -> None:
+        writer = df.limit(0).write.format("delta").mode("append")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.save(location)
+
+    def add_constraints(self, spark: SparkSession, table: str, constraints: Mapping[str, str]) -> None:
+        """Add Delta CHECK constraints that the table does not have yet (same name, same expression: kept).
+
+        A constraint of the same name with another expression is an error; existing rows that violate a new
+        constraint make Delta refuse it. Write expressions that both Spark SQL and delta-rs's DataFusion
+        evaluate, since both write these tables: ``cardinality(xs)``, not Spark's ``size(xs)``.
+        """
+        location = self.path(table)
+        from delta.tables import DeltaTable as SparkDeltaTable
+
+        current = SparkDeltaTable.forPath(spark, location).detail().select("properties").first()[0] or {}
+        for name, expression in constraints.items():
+            if not _CONSTRAINT_NAME.match(name):
+                raise ValueError(f"invalid constraint name {name!r}")
+            key = f"delta.constraints.{name.lower()}"
+            if key in current:
+                if _squeeze(current[key]) != _squeeze(expression):  # Delta stores the SQL re-spaced
+                    raise ValueError(
+                        f"table {table!r} already has constraint {name!r} = {current[key]!r}, not {expression!r}"
+                    )
+                continue
+            quoted = location.replace("`", "``")
+            spark.sql(f"ALTER TABLE delta.`{quoted}` ADD CONSTRAINT {name} CHECK ({expression})")

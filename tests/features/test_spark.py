@@ -1,0 +1,83 @@
+"""The session factory: embedded default settings, Delta on the class path, and spark-submit behaviour."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from features import spark as spark_factory
+
+REPO = Path(__file__).resolve().parents[2]
+SUBMITTED_JOB = """
+from features.spark import get_spark
+spark = get_spark("submitted")
+spark.range(3).write.format("delta").save({table!r})
+print("DELTA-ROWS", spark.read.format("delta").load({table!r}).count())
+"""
+
+
+def test_embedded_default_is_utc_with_delta_and_small_shuffles(spark):
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    for key, value in spark_factory.DELTA_CONFS.items():
+        assert spark.conf.get(key) == value
+    assert spark.conf.get("spark.databricks.delta.snapshotPartitions") == "2"
+    assert int(spark.conf.get("spark.sql.shuffle.partitions")) <= 8
+    # the resolved jars come from the project's cache (no resolution, no network at session start)
+    jars = spark.sparkContext.getConf().get("spark.jars")
+    assert f"delta-spark_2.13-{spark_factory.DELTA_VERSION}.jar" in jars
+    assert str(spark_factory.ivy_dir()) in jars
+    assert spark.sql("SELECT hour(TIMESTAMP '2026-01-01 00:30:00')").first()[0] == 0
+
+
+def test_a_stale_manifest_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTR_SUITE_CACHE", str(tmp_path))
+    manifest = spark_factory.delta_classpath_manifest()
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("file:///nowhere/io.delta_delta-spark_2.13.jar\n")
+    assert spark_factory._resolved_delta_jars() is None
+    jar = tmp_path / "present.jar"
+    jar.write_bytes(b"")
+    manifest.write_text(jar.as_uri() + "\n")
+    assert spark_factory._resolved_delta_jars() == [jar.as_uri()]
+
+
+def _spark_submit(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "job.py"
+    script.write_text(SUBMITTED_JOB.format(table=str(tmp_path / "table")))
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(REPO))
+    submit = Path(sys.executable).parent / "spark-submit"
+    return subprocess.run(
+        [str(submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false", *extra, str(script)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_spark_submit_without_delta_fails_with_the_lines_to_add(tmp_path):
+    result = _spark_submit(tmp_path)
+    output = result.stdout + result.stderr  # spark-submit's Python runner sends the traceback to stdout
+    assert result.returncode != 0
+    assert "DeltaNotConfiguredError" in output
+    assert f"--packages {spark_factory.DELTA_PACKAGE}" in output
+    assert "Missing here: --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in output
+    assert not (tmp_path / "table").exists()  # no silent fallback to plain Parquet
+
+
+@pytest.mark.slow
+def test_spark_submit_with_delta_uses_the_submit_settings(tmp_path):
+    jars = ",".join(spark_factory._resolved_delta_jars() or [])
+    confs = [arg for key, value in spark_factory.DELTA_CONFS.items() for arg in ("--conf", f"{key}={value}")]
+    result = _spark_submit(tmp_path, "--jars", jars, *confs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DELTA-ROWS 3" in result.stdout
+    assert (tmp_path / "table" / "_delta_log").is_dir()
+
+
+def test_master_and_conf_are_refused_under_spark_submit(monkeypatch):
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")
+    with pytest.raises(ValueError, match="pass --master/--conf to spark-submit"):
+        spark_factory.get_spark("x", master="local[1]")
