@@ -11,6 +11,7 @@ TORCHREC_VERSION := 1.8.0
 VENV_STAMP := $(VENV)/.installed
 DELTA_STAMP := .cache/ivy/.resolved
 DEMO_LAKEHOUSE ?= lakehouse
+PRESET ?= small
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint lock cuda benchmark-generator clean
@@ -31,7 +32,7 @@ $(DELTA_STAMP): $(VENV_STAMP) features/spark.py
 	touch $@
 
 demo: setup
-	$(PY) -m jobs.demo --lakehouse $(DEMO_LAKEHOUSE)
+	$(PY) -m jobs.demo --lakehouse $(DEMO_LAKEHOUSE) --preset $(PRESET)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -88,7 +88,8 @@ def get_spark(app_name: str, *, master: str | None = None, conf: dict[str, str] 
     """Return the job's SparkSession with Delta Lake, or raise DeltaNotConfiguredError.
 
     Under spark-submit the submit command's settings are used as they are (``master`` and ``conf`` may not be
-    given then). Otherwise the embedded default is built: ``master`` (default ``$CTR_SPARK_MASTER`` or
+    given then). A session already active in this process is returned unchanged. Otherwise the embedded
+    default is built: ``master`` (default ``$CTR_SPARK_MASTER`` or
     ``local[*]``), :data:`LOCAL_DEFAULTS`, Delta's package and confs, then ``conf`` on top.
     """
     from pyspark.sql import SparkSession
@@ -99,6 +100,13 @@ def get_spark(app_name: str, *, master: str | None = None, conf: dict[str, str] 
         spark = SparkSession.builder.appName(app_name).getOrCreate()
         check_delta_configured(spark)
         return spark
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        # A session this process already opened (a test run, a notebook, a job calling another job's main) is
+        # reused as it is: re-applying the defaults would silently change its settings under its owner.
+        check_delta_configured(active)
+        return active
 
     settings = dict(LOCAL_DEFAULTS)
     settings["spark.sql.warehouse.dir"] = str(project_cache_dir() / "spark-warehouse")

@@ -180,6 +180,10 @@ class Lakehouse:
         """The latest committed version of ``table``."""
         return self._delta_table(table).version()
 
+    def count(self, table: str, *, version: int | None = None) -> int:
+        """Rows of ``table`` at ``version`` (latest when None), from the log's file statistics (no data read)."""
+        return self._delta_table(table, version).count()
+
     def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commit history, newest first (version, timestamp, operation, parameters, metrics)."""
         return self._delta_table(table).history(limit)

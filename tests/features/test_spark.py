@@ -81,3 +81,9 @@ def test_master_and_conf_are_refused_under_spark_submit(monkeypatch):
     monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")
     with pytest.raises(ValueError, match="pass --master/--conf to spark-submit"):
         spark_factory.get_spark("x", master="local[1]")
+
+
+def test_an_active_session_is_reused_without_changing_its_settings(spark):
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "4"  # set by the test fixture
+    assert spark_factory.get_spark("another-job") is spark
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "4"

@@ -102,6 +102,7 @@ def test_spark_write_is_read_by_deltalake_and_polars_at_the_same_version(spark, 
     v1 = lakehouse.write(spark_df(spark, rows(D2, ["c"])), "t/x", mode="append", partition_by=["ds"])
     assert (v0, v1) == (0, 1)
     assert lakehouse.version("t/x") == 1
+    assert (lakehouse.count("t/x", version=0), lakehouse.count("t/x")) == (2, 3)
 
     at_v0 = lakehouse.read_arrow("t/x", version=0)
     assert sorted_ids(at_v0) == [("a", "2026-01-01"), ("b", "2026-01-01")]
@@ -195,7 +196,9 @@ def test_replace_ds_needs_overwrite_mode_and_dates(spark, lakehouse):
     with pytest.raises(ValueError, match="replace_ds is empty"):
         lakehouse.write_arrow(arrow_table(rows(D1, ["a"])), "t/m", mode="overwrite", replace_ds=[])
     with pytest.raises(TypeError, match="takes dates"):
-        lakehouse.write_arrow(arrow_table(rows(D1, ["a"])), "t/m", mode="overwrite", replace_ds=[dt.datetime(2026, 1, 1)])
+        lakehouse.write_arrow(
+            arrow_table(rows(D1, ["a"])), "t/m", mode="overwrite", replace_ds=[dt.datetime(2026, 1, 1)]
+        )
     assert not lakehouse.exists("t/m")
 
 

@@ -1,0 +1,73 @@
+"""Spark StructTypes of the table contracts (DESIGN.md section 3).
+
+Raw tables are what arrives from logging, so every column of them is nullable here: a raw row with a missing
+``user_id`` is data to quarantine, not a reason for a read to fail. Which columns a *valid* row must fill is
+stated separately (:data:`RAW_EVENTS_NULLABLE` lists the only columns allowed to be null in a valid event).
+Tests compare names and types; nullability is documentation.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
+
+#: Event types of the raw log: an item shown in a request, and a click on a shown item.
+EVENT_TYPES: tuple[str, ...] = ("impression", "click")
+
+
+def _fields(*pairs: tuple[str, object]) -> StructType:
+    return StructType([StructField(name, dtype, nullable=True) for name, dtype in pairs])  # type: ignore[arg-type]
+
+
+#: ``raw/events``: one row per event, partitioned by ``ds``. ``event_id`` is the dedupe key (unique in clean
+#: data); ``ds`` is the UTC date of ``event_time``; ``request_id`` groups the items shown together and
+#: ``position`` is the 1-based slot of the item in its request (both null for events outside a request).
+RAW_EVENTS = _fields(
+    ("event_id", StringType()),
+    ("user_id", StringType()),
+    ("item_id", StringType()),
+    ("event_type", StringType()),
+    ("event_time", TimestampType()),
+    ("request_id", StringType()),
+    ("position", IntegerType()),
+    ("ds", DateType()),
+)
+
+#: Columns of ``raw/events`` that may be null in a valid event; every other column must be filled.
+RAW_EVENTS_NULLABLE: frozenset[str] = frozenset({"request_id", "position"})
+
+#: ``raw/items``: the item catalogue (side table, not partitioned).
+RAW_ITEMS = _fields(
+    ("item_id", StringType()),
+    ("category_id", StringType()),
+    ("shop_id", StringType()),
+    ("brand_id", StringType()),
+)
+
+#: ``raw/users``: user profiles (side table, not partitioned).
+RAW_USERS = _fields(
+    ("user_id", StringType()),
+    ("gender", StringType()),
+    ("age_bucket", StringType()),
+    ("city", StringType()),
+)
+
+#: ``raw/click_truth`` (synthetic data only, for evaluation; no feature job reads it): one row per generated
+#: impression with its true click probability under the generator's click model. ``event_id`` is the
+#: impression's. Partitioned by ``ds``.
+CLICK_TRUTH = _fields(
+    ("event_id", StringType()),
+    ("request_id", StringType()),
+    ("user_id", StringType()),
+    ("item_id", StringType()),
+    ("position", IntegerType()),
+    ("p_click", DoubleType()),
+    ("ds", DateType()),
+)
+
+#: ``raw/planted_corruptions`` (synthetic data only): the bad rows the generator planted in ``raw/events``,
+#: by ``event_id`` and ``kind`` (see ``features.synthetic.CORRUPTION_KINDS``). Partitioned by ``ds``.
+PLANTED_CORRUPTIONS = _fields(
+    ("event_id", StringType()),
+    ("kind", StringType()),
+    ("ds", DateType()),
+)
