@@ -303,12 +303,18 @@ def _uncommitted_parquet(location: str, known: set[str]) -> bool:
     return any(str(p) not in known for p in Path(location).rglob("*.parquet"))
 
 
-def _run_when_files_appear(location: str, known: set[str], action, timeout: float = 120.0):
+def _wait_for_uncommitted_files(location: str, known: set[str], *, timeout: float = 180.0, check=None) -> None:
+    """Return once a writer has data files on disk that no commit lists yet (it is mid-write)."""
     deadline = time.monotonic() + timeout
     while not _uncommitted_parquet(location, known):
-        if time.monotonic() > deadline:
-            raise AssertionError("the slow writer never started writing files")
+        if check is not None:
+            check()
+        assert time.monotonic() < deadline, "the slow writer never started writing files"
         time.sleep(0.05)
+
+
+def _run_when_files_appear(location: str, known: set[str], action) -> None:
+    _wait_for_uncommitted_files(location, known)
     action()
 
 
@@ -404,18 +410,20 @@ def test_a_write_killed_halfway_leaves_the_previous_version(spark, lakehouse, tm
     known = {str(p) for p in Path(location).rglob("*.parquet")}
     script = tmp_path / "writer.py"
     script.write_text(KILLED_WRITER.format(repo=str(Path(__file__).resolve().parents[2]), root=lakehouse.root))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    log = tmp_path / "writer.log"  # a file, not a pipe: a full pipe would stall the writer
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(script)], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def writer_alive():
+        assert proc.poll() is None, log.read_text()[-3000:]
+
     try:
-        deadline = time.monotonic() + 180
-        while not _uncommitted_parquet(location, known):
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the writer never started writing files"
-            time.sleep(0.1)
+        _wait_for_uncommitted_files(location, known, check=writer_alive)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, mid-write
         proc.wait()
-    assert b"FINISHED" not in proc.stdout.read()
+    assert "FINISHED" not in log.read_text()
     assert lakehouse.version("t/kill") == 0
     assert sorted_ids(lakehouse.read_arrow("t/kill")) == [("a", "2026-01-01"), ("b", "2026-01-01"), ("c", "2026-01-02")]
 
