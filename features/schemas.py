@@ -8,7 +8,17 @@ Tests compare names and types; nullability is documentation.
 
 from __future__ import annotations
 
-from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import (
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
 
 #: Event types of the raw log: an item shown in a request, and a click on a shown item.
 EVENT_TYPES: tuple[str, ...] = ("impression", "click")
@@ -70,4 +80,36 @@ PLANTED_CORRUPTIONS = _fields(
     ("event_id", StringType()),
     ("kind", StringType()),
     ("ds", DateType()),
+)
+
+# ---------------------------------------------------------------------------------------------- feature tables
+#: ``features/runs``: one row per job run (appended, never rewritten). ``inputs``/``outputs`` map each table to
+#: its Delta version; ``counts`` holds the job's row counts; ``error`` is set when ``status = 'failed'``.
+FEATURE_RUNS = StructType(
+    [
+        StructField("run_id", StringType(), False),
+        StructField("job", StringType(), False),
+        StructField("ds", DateType(), False),
+        StructField("status", StringType(), False),
+        StructField("config", StringType(), False),
+        StructField("inputs", MapType(StringType(), LongType()), False),
+        StructField("outputs", MapType(StringType(), LongType()), False),
+        StructField("counts", MapType(StringType(), LongType()), False),
+        StructField("started_at", TimestampType(), False),
+        StructField("seconds", DoubleType(), False),
+        StructField("error", StringType(), True),
+    ]
+)
+
+#: ``features/quarantine``: every rejected input row, partitioned by ``ds``; each job replaces its own slice
+#: (ds, job) on a rerun. ``raw_row`` is the rejected row as JSON, so nothing of it is lost.
+QUARANTINE = StructType(
+    [
+        StructField("ds", DateType(), False),
+        StructField("job", StringType(), False),
+        StructField("run_id", StringType(), False),
+        StructField("reason", StringType(), False),
+        StructField("event_id", StringType(), True),
+        StructField("raw_row", StringType(), False),
+    ]
 )

@@ -317,8 +317,12 @@ class Lakehouse:
         partition_by: Sequence[str] | None = None,
         txn: tuple[str, int] | None = None,
         constraints: Mapping[str, str] | None = None,
+        replace_match: Mapping[str, str] | None = None,
     ) -> int:
         """Write a Spark DataFrame with delta-spark; returns the table's version after the write.
+
+        ``replace_match`` narrows a ``replace_ds`` overwrite to the rows whose columns equal the given strings,
+        for tables that several writers share per day (``features/quarantine``: one slice per job and day).
 
         ``constraints`` (name -> SQL boolean expression) are added as Delta CHECK constraints before the data is
         written (the table is created empty first when new), so a violating write fails and changes nothing.
@@ -347,8 +351,15 @@ class Lakehouse:
             if mode != "overwrite":
                 raise ValueError("replace_ds needs mode='overwrite'")
             days = _ds_strings(replace_ds)
+            condition = "ds IN (" + ", ".join(f"DATE {_sql_quote(d)}" for d in days) + ")"
+            for column, value in (replace_match or {}).items():
+                if not _CONSTRAINT_NAME.match(column):
+                    raise ValueError(f"invalid column name {column!r} in replace_match")
+                condition += f" AND {column} = {_sql_quote(value)}"
             # Delta checks every written row against the condition: a row of another day fails the write.
-            writer = writer.option("replaceWhere", "ds IN (" + ", ".join(f"DATE {_sql_quote(d)}" for d in days) + ")")
+            writer = writer.option("replaceWhere", condition)
+        elif replace_match:
+            raise ValueError("replace_match narrows replace_ds; give replace_ds too")
         if txn is not None:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
         try:
@@ -356,7 +367,8 @@ class Lakehouse:
         except Exception as err:
             if replace_ds is not None and "DELTA_REPLACE_WHERE_MISMATCH" in str(err):
                 raise PartitionOverwriteError(
-                    f"data for table {table!r} has rows outside the replaced days; nothing was written: {err}"
+                    f"data for table {table!r} has rows outside the replaced days (or replace_match); "
+                    f"nothing was written: {err}"
                 ) from err
             raise
         return self.spark_version(spark, table)

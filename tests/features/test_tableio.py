@@ -177,6 +177,25 @@ def test_replace_ds_twice_gives_one_copy_and_leaves_other_days(spark, lakehouse)
     assert sorted_ids(lakehouse.read_arrow("t/p")) == [("a", "2026-01-01"), ("c", "2026-01-02")]
 
 
+def test_replace_match_replaces_only_its_slice_of_the_day(spark, lakehouse):
+    jobs = T.StructType([T.StructField("job", T.StringType()), T.StructField("n", T.IntegerType()),
+                         T.StructField("ds", T.DateType())])
+    lakehouse.write(spark.createDataFrame([("a", 1, D1), ("b", 1, D1), ("a", 1, D2)], jobs), "t/rm",
+                    mode="append", partition_by=["ds"])
+    for _ in range(2):
+        lakehouse.write(spark.createDataFrame([("a", 2, D1), ("a", 3, D1)], jobs), "t/rm", mode="overwrite",
+                        replace_ds=[D1], replace_match={"job": "a"})
+    got = sorted((r.job, r.n, r.ds) for r in lakehouse.read(spark, "t/rm").collect())
+    assert got == [("a", 1, D2), ("a", 2, D1), ("a", 3, D1), ("b", 1, D1)]
+    with pytest.raises(PartitionOverwriteError):  # a row of another job's slice
+        lakehouse.write(spark.createDataFrame([("b", 9, D1)], jobs), "t/rm", mode="overwrite",
+                        replace_ds=[D1], replace_match={"job": "a"})
+    with pytest.raises(ValueError, match="give replace_ds too"):
+        lakehouse.write(spark.createDataFrame([("a", 9, D1)], jobs), "t/rm", mode="overwrite",
+                        replace_match={"job": "a"})
+    assert lakehouse.read(spark, "t/rm").count() == 4
+
+
 @pytest.mark.parametrize("side", ["spark", "arrow"])
 def test_overwrite_of_a_day_cannot_write_outside_it(spark, lakehouse, side):
     lakehouse.write(spark_df(spark, rows(D1, ["a"]) + rows(D2, ["b"])), "t/o", mode="append", partition_by=["ds"])
