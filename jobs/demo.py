@@ -2,8 +2,9 @@
 
     python -m jobs.demo --lakehouse ./lakehouse [--preset small|large]
 
-Today the pipeline consists of the synthetic raw log (``jobs.generate_synthetic``); the feature jobs and
-training join this command as they land. The summary at the end is read back through delta-rs (no JVM), the
+Today the pipeline is the synthetic raw log (``jobs.generate_synthetic``) followed, day by day in order, by
+the feature jobs that exist (``validate_events``); the rest of the feature jobs and training join this command
+as they land. The summary at the end is read back through delta-rs (no JVM), the
 way users read the tables.
 """
 
@@ -13,7 +14,7 @@ import argparse
 import sys
 
 from features.tableio import Lakehouse
-from jobs import generate_synthetic
+from jobs import generate_synthetic, validate_events
 
 PRESETS = {
     # a few minutes on a 2-core machine, end to end
@@ -22,6 +23,8 @@ PRESETS = {
     "large": ["--users", "83056", "--items", "200000", "--days", "7", "--seed", "42", "--corrupt-fraction", "0.0001"],
 }
 RAW_TABLES = ("raw/events", "raw/items", "raw/users", "raw/click_truth", "raw/planted_corruptions")
+FEATURE_JOBS = (validate_events,)  # run for every generated day, in day order
+FEATURE_TABLES = ("features/events_clean", "features/quarantine", "features/runs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,13 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
     args = parser.parse_args(argv)
 
-    status = generate_synthetic.main(["--lakehouse", args.lakehouse, *PRESETS[args.preset]])
+    generate_argv = ["--lakehouse", args.lakehouse, *PRESETS[args.preset]]
+    status = generate_synthetic.main(generate_argv)
+    for day in generate_synthetic.parse_args(generate_argv)[1].dates():
+        for job in FEATURE_JOBS:
+            status = status or job.main(["--lakehouse", args.lakehouse, "--ds", day.isoformat()])
     if status != 0:
         return status
     lakehouse = Lakehouse(args.lakehouse)
     print(f"\nlakehouse: {lakehouse.root}")
     print(f"{'table':<26}{'version':>8}{'rows':>12}  location")
-    for table in RAW_TABLES:
+    for table in RAW_TABLES + FEATURE_TABLES:
         print(f"{table:<26}{lakehouse.version(table):>8}{lakehouse.count(table):>12}  {lakehouse.path(table)}")
     print("\nread them with Spark (format('delta')), deltalake or polars.read_delta; "
           "raw/click_truth and raw/planted_corruptions are for evaluation only.")

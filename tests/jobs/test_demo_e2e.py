@@ -12,7 +12,7 @@ def test_demo_builds_the_raw_lakehouse_and_prints_where_it_is(spark, tmp_path, c
     out = capsys.readouterr().out
     lakehouse = Lakehouse(root)
     assert f"lakehouse: {lakehouse.root}" in out
-    for table in demo.RAW_TABLES:
+    for table in demo.RAW_TABLES + demo.FEATURE_TABLES:
         assert lakehouse.exists(table)
         assert lakehouse.path(table) in out
     assert lakehouse.count("raw/users") == 2000
@@ -21,3 +21,7 @@ def test_demo_builds_the_raw_lakehouse_and_prints_where_it_is(spark, tmp_path, c
     events = lakehouse.count("raw/events")
     assert 150_000 < events < 400_000
     assert f"{events:>12}" in out
+    # every generated day went through the feature jobs, and each run was recorded as succeeded
+    runs = lakehouse.read_arrow("features/runs", columns=["job", "ds", "status"]).to_pylist()
+    assert len(runs) == 7 * len(demo.FEATURE_JOBS) and {r["status"] for r in runs} == {"succeeded"}
+    assert lakehouse.count("features/quarantine") >= lakehouse.count("raw/planted_corruptions") // 2
