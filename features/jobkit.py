@@ -4,7 +4,7 @@ A job's entry point (``jobs/<name>.py``) stays thin::
 
     def main(argv=None) -> int:
         args = parse_job_args("validate_events", argv, ValidateConfig)
-        return run_job(args, body)          # body(spark, lakehouse, args, run) -> JobOutcome
+        return run_job(args, body)          # body(spark, args) -> JobOutcome
 
 ``run_job`` opens the session, times the body, appends one row to ``features/runs`` (status ``succeeded`` or
 ``failed`` with the error), and turns :class:`JobInputError` (a missing input, a bad date) into a clear message
