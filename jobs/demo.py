@@ -3,9 +3,9 @@
     python -m jobs.demo --lakehouse ./lakehouse [--preset small|large]
 
 Today the pipeline is the synthetic raw log (``jobs.generate_synthetic``) followed, day by day in order, by
-the feature jobs that exist (``validate_events``); the rest of the feature jobs and training join this command
-as they land. The summary at the end is read back through delta-rs (no JVM), the
-way users read the tables.
+the feature jobs that exist (``validate_events``, ``build_vocab``); the rest of the feature jobs and training
+join this command as they land. The summary at the end is read back through delta-rs (no JVM), the way users
+read the tables.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from features.tableio import Lakehouse
-from jobs import generate_synthetic, validate_events
+from jobs import build_vocab, generate_synthetic, validate_events
 
 PRESETS = {
     # a few minutes on a 2-core machine, end to end
@@ -23,8 +23,8 @@ PRESETS = {
     "large": ["--users", "83056", "--items", "200000", "--days", "7", "--seed", "42", "--corrupt-fraction", "0.0001"],
 }
 RAW_TABLES = ("raw/events", "raw/items", "raw/users", "raw/click_truth", "raw/planted_corruptions")
-FEATURE_JOBS = (validate_events,)  # run for every generated day, in day order
-FEATURE_TABLES = ("features/events_clean", "features/quarantine", "features/runs")
+FEATURE_JOBS = (validate_events, build_vocab)  # run for every generated day, in day order
+FEATURE_TABLES = ("features/events_clean", "features/quarantine", "features/vocab", "features/runs")
 
 
 def main(argv: list[str] | None = None) -> int:

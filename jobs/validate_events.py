@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from pathlib import Path
 
-from pyspark.sql import functions as F
+if __package__ in (None, ""):  # run as a file (spark-submit jobs/validate_events.py): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features import jobkit
-from features.events import clean_events
+from pyspark.sql import functions as F  # noqa: E402
+
+from features import jobkit  # noqa: E402
+from features.events import clean_events  # noqa: E402
 
 
 class ValidateConfig(jobkit.JobConfig):
