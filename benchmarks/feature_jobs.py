@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.generate_synthetic import EVENTS_PER_REQUEST
+from benchmarks.generate_synthetic import users_for_events
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corrupt-fraction", type=float, default=0.0001)
     parser.add_argument("--lakehouse", help="lakehouse root (default: a temporary folder, deleted afterwards)")
     args = parser.parse_args(argv)
-    users = max(1, round(args.events / (args.days * 2.0 * EVENTS_PER_REQUEST)))
+    users = users_for_events(args.events, args.days)
 
     from features.spark import get_spark
     from features.tableio import Lakehouse

@@ -21,6 +21,11 @@ from pathlib import Path
 EVENTS_PER_REQUEST = 8.6  # measured at slate_size 8, 200k items, 200 categories: 7.97 impressions + 0.6 clicks
 
 
+def users_for_events(events: int, days: int, requests_per_user_day: float = 2.0) -> int:
+    """Users that make about ``events`` events over ``days`` at the default slate size."""
+    return max(1, round(events / (days * requests_per_user_day * EVENTS_PER_REQUEST)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.generate_synthetic", description=__doc__.splitlines()[0]
@@ -33,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corrupt-fraction", type=float, default=0.0)
     parser.add_argument("--lakehouse", help="lakehouse root (default: a temporary folder, deleted afterwards)")
     args = parser.parse_args(argv)
-    users = max(1, round(args.events / (args.days * args.requests_per_user_day * EVENTS_PER_REQUEST)))
+    users = users_for_events(args.events, args.days, args.requests_per_user_day)
 
     with tempfile.TemporaryDirectory(prefix="bench-synthetic-") as tmp:
         root = args.lakehouse or str(Path(tmp) / "lakehouse")
