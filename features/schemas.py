@@ -9,6 +9,7 @@ Tests compare names and types; nullability is documentation.
 from __future__ import annotations
 
 from pyspark.sql.types import (
+    ArrayType,
     DateType,
     DoubleType,
     IntegerType,
@@ -111,5 +112,37 @@ QUARANTINE = StructType(
         StructField("reason", StringType(), False),
         StructField("event_id", StringType(), True),
         StructField("raw_row", StringType(), False),
+    ]
+)
+
+
+def _ids(prefix: str) -> list[StructField]:
+    return [StructField(f"{prefix}_item_idx", ArrayType(LongType()), False),
+            StructField(f"{prefix}_cate_idx", ArrayType(LongType()), False)]
+
+
+#: ``features/samples``: one row per impression, partitioned by ``ds`` (``features.samples`` defines every
+#: column). Sequence columns hold vocabulary indices right-padded with 0 to a fixed length (the table properties
+#: ``ctr.samples.*``), each with its ``*_len``; ``neg_*`` and ``neg_is_sampled`` share ``hist_len``.
+#: ``position`` is 0 when unknown.
+SAMPLES = StructType(
+    [
+        StructField("sample_id", StringType(), False),
+        StructField("event_time", TimestampType(), False),
+        StructField("label", IntegerType(), False),
+        StructField("position", IntegerType(), False),
+        *(StructField(f"{name}_idx", LongType(), False) for name in (
+            "item", "cate", "shop", "brand", "user", "gender", "age_bucket", "city")),
+        *_ids("hist"),
+        StructField("hist_len", IntegerType(), False),
+        *_ids("neg"),
+        StructField("neg_is_sampled", ArrayType(IntegerType()), False),
+        *_ids("ctx"),
+        StructField("ctx_len", IntegerType(), False),
+        *_ids("clk"),
+        StructField("clk_len", IntegerType(), False),
+        *_ids("unclk"),
+        StructField("unclk_len", IntegerType(), False),
+        StructField("ds", DateType(), False),
     ]
 )

@@ -75,6 +75,10 @@ class SchemaMismatchError(ValueError):
         )
 
 
+class TablePropertyError(ValueError):
+    """A write asked for table properties that differ from those the table already has."""
+
+
 class PartitionOverwriteError(ValueError):
     """Data given to a ``replace_ds`` overwrite holds rows of a day outside the replaced days."""
 
@@ -187,6 +191,10 @@ class Lakehouse:
     def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commit history, newest first (version, timestamp, operation, parameters, metrics)."""
         return self._delta_table(table).history(limit)
+
+    def properties(self, table: str, *, version: int | None = None) -> dict[str, str]:
+        """The table's properties (Delta ``configuration``: ``delta.*`` settings, constraints and our own keys)."""
+        return dict(self._delta_table(table, version).metadata().configuration)
 
     def files(self, table: str, *, version: int | None = None) -> list[str]:
         """URIs of the data files of ``table`` at ``version`` (latest when None); local ones as ``file://``.
@@ -318,8 +326,13 @@ class Lakehouse:
         txn: tuple[str, int] | None = None,
         constraints: Mapping[str, str] | None = None,
         replace_match: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> int:
         """Write a Spark DataFrame with delta-spark; returns the table's version after the write.
+
+        ``properties`` (key -> value) are table properties the data depends on, such as the fixed length of a
+        sequence column: set when the table is created, and a write whose values differ from the table's
+        raises :class:`TablePropertyError` before anything is written.
 
         ``replace_match`` narrows a ``replace_ds`` overwrite to the rows whose columns equal the given strings,
         for tables that several writers share per day (``features/quarantine``: one slice per job and day).
@@ -339,10 +352,25 @@ class Lakehouse:
             if partition_by is not None:
                 detail = SparkDeltaTable.forPath(spark, location).detail().select("partitionColumns").first()[0]
                 self._check_partitioning(table, detail, partition_by)
+        current: dict[str, str] = {}
+        if exists and properties:
+            current = SparkDeltaTable.forPath(spark, location).detail().select("properties").first()[0] or {}
+            clashes = {k: (current[k], v) for k, v in properties.items() if k in current and current[k] != v}
+            if clashes:
+                raise TablePropertyError(
+                    f"table {table!r} was built with " + ", ".join(f"{k}={old!r}" for k, (old, _) in clashes.items())
+                    + "; this write has " + ", ".join(f"{k}={new!r}" for k, (_, new) in clashes.items())
+                    + ". Nothing was written: write to another table or rebuild this one with the new settings."
+                )
+        if (constraints or properties) and not exists:
+            self._create_empty(df, location, partition_by)
         if constraints:
-            if not exists:
-                self._create_empty(df, location, partition_by)
             self.add_constraints(spark, table, constraints)
+        unset = {k: v for k, v in (properties or {}).items() if k not in current}
+        if unset:  # one commit, only when the table lacks a key (new tables)
+            quoted = location.replace("`", "``")
+            assignments = ", ".join(f"{_sql_quote(k)} = {_sql_quote(v)}" for k, v in unset.items())
+            spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ({assignments})")
 
         writer = df.write.format("delta").mode(mode)
         if partition_by:

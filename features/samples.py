@@ -1,0 +1,471 @@
+"""Training samples of one day: labels, click histories, exposure negatives and DSTN ad sets (pure transforms).
+
+One row per impression of the day (``features/samples``, :data:`features.schemas.SAMPLES`), computed from the
+day's clean events and the per-user state at the end of the previous processed day (``features/user_state``,
+:data:`USER_STATE`); the same pass gives the state at the end of the day. A day is therefore derived from
+(state of day d-1, events of day d) without rescanning older days, and a backfill or rerun gives the same rows
+as an uninterrupted run.
+
+Order. Every per-user sequence is ordered by ``(event_time, event_id)``. "Before t" means strictly earlier in
+time: events at the same timestamp as an impression are never in its history or sets (ties do not count).
+
+Definitions (``cfg`` is :class:`SamplesConfig`; sizes L = ``hist_len``, n = ``ctx_size``/``clk_size``/``unclk_size``,
+K = ``exposure_candidates``):
+
+* **label**: 1 when a click of the day is attributed to the impression. A click with a ``request_id`` is
+  attributed to the impressions of the same user, item and request; a click without one to the latest impression
+  of the same user and item at most ``click_window_seconds`` before it. Clicks attributed to an impression of an
+  earlier day (kept in the state) are counted as ``late_clicks``, those matching no impression the job still
+  holds as ``unattributed_clicks``: earlier days' samples are not rewritten. Every click enters the history.
+* **exposures**: the user's impressions. An exposure's ``clicked_at`` is the time of the first click attributed
+  to it; it is "unclicked at t" when ``clicked_at`` is null or later than t.
+* **hist_***: the user's last L clicks before the impression, oldest first, right-padded with 0 to L;
+  ``hist_len`` is the number of real steps.
+* **neg_*** (aligned with ``hist_*``): for each click, computed once on the click's day and carried in the state,
+  an exposure of the same user among its last K exposures at or before the click time, unclicked at the click
+  time, of another item: in the click's request first (nearest position, then lower position; at most
+  ``click_window_seconds`` before the click), otherwise the most recent one at most ``negative_window_seconds``
+  before the click. With none, an item drawn from the catalogue (the item vocabulary as
+  of the click's day) by a hash of (``seed``, click event id), never the clicked item: ``neg_is_sampled`` = 1.
+* **ctx_***: the other items of the impression's request (the page shown together, so same time, labels not
+  used), by position then event id, distinct items, the target's item excluded, at most n.
+* **clk_***: the last n clicks of ``hist`` at most ``lookback_seconds`` before the impression, most recent first.
+* **unclk_***: the user's exposures among the last K before the impression, at most ``lookback_seconds`` before it
+  and unclicked at its time, most recent first, at most n.
+
+Ids map through ``features/vocab`` rows of days up to ``ds`` (unknown or missing -> 1, padding 0). The state keeps
+raw ids, so an id indexed after it entered the state maps to its index from then on.
+
+Cost per user is O(events · (L + K)): histories and candidate sets come from bounded window frames and as-of
+lookups, never from joining a user's events with each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from pydantic import Field, model_validator
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    DateType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from features.jobkit import JobConfig, JobInputError
+from features.schemas import SAMPLES
+from features.vocab import ITEM_FIELDS, UNKNOWN_IDX, USER_FIELDS, conform
+
+SAMPLES_TABLE = "features/samples"
+STATE_TABLE = "features/user_state"
+
+# Sort rank of rows sharing a timestamp inside one user's stream: a probe (the impression being built) sorts
+# before the exposures and clicks of its own timestamp, so those never count as "before" it.
+_PROBE, _EXPOSURE, _CLICK = 0, 1, 2
+
+CLICK_STRUCT = StructType(
+    [
+        StructField("event_time", TimestampType(), True),
+        StructField("event_id", StringType(), True),
+        StructField("item_id", StringType(), True),
+        StructField("neg_item_id", StringType(), True),
+        StructField("neg_is_sampled", IntegerType(), True),
+    ]
+)
+EXPOSURE_STRUCT = StructType(
+    [
+        StructField("event_time", TimestampType(), True),
+        StructField("event_id", StringType(), True),
+        StructField("item_id", StringType(), True),
+        StructField("request_id", StringType(), True),
+        StructField("position", IntegerType(), True),
+        StructField("clicked_at", TimestampType(), True),
+    ]
+)
+#: ``features/user_state``: a full snapshot per ``ds`` of every user's last L clicks (with their negatives) and
+#: last K exposures (those still inside the longest window), raw ids, oldest first.
+USER_STATE = StructType(
+    [
+        StructField("user_id", StringType(), True),
+        StructField("clicks", ArrayType(CLICK_STRUCT), False),
+        StructField("exposures", ArrayType(EXPOSURE_STRUCT), False),
+        StructField("ds", DateType(), True),
+    ]
+)
+
+
+class SamplesConfig(JobConfig):
+    hist_len: int = Field(default=50, ge=1, description="L: clicks kept in hist_* (and neg_*)")
+    ctx_size: int = Field(default=5, ge=1)
+    clk_size: int = Field(default=5, ge=1)
+    unclk_size: int = Field(default=5, ge=1)
+    exposure_candidates: int = Field(default=50, ge=1, description="K: recent exposures searched per event")
+    lookback_seconds: int = Field(default=86_400, ge=1, description="window of the clk_/unclk_ sets")
+    negative_window_seconds: int = Field(default=1_800, ge=0, description="exposure negatives outside the request")
+    click_window_seconds: int = Field(default=1_800, ge=0, description="click attribution without a request")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sets_fit(self) -> SamplesConfig:
+        if self.clk_size > self.hist_len:
+            raise ValueError(f"clk_size ({self.clk_size}) must not exceed hist_len ({self.hist_len}): clk_* is "
+                             "taken from the history")
+        if self.unclk_size > self.exposure_candidates:
+            raise ValueError(f"unclk_size ({self.unclk_size}) must not exceed exposure_candidates "
+                             f"({self.exposure_candidates})")
+        return self
+
+    def table_properties(self) -> dict[str, str]:
+        """The fixed array lengths, stored on ``features/samples`` so readers never guess them."""
+        return {"ctr.samples.hist_len": str(self.hist_len), "ctr.samples.ctx_size": str(self.ctx_size),
+                "ctr.samples.clk_size": str(self.clk_size), "ctr.samples.unclk_size": str(self.unclk_size)}
+
+    def state_retention_seconds(self) -> int:
+        return max(self.lookback_seconds, self.negative_window_seconds, self.click_window_seconds)
+
+
+def samples_constraints(cfg: SamplesConfig) -> dict[str, str]:
+    """Delta CHECK constraints of ``features/samples`` (guarantee 7): binary labels, indices >= 0, fixed lengths."""
+    sizes = {"hist": cfg.hist_len, "ctx": cfg.ctx_size, "clk": cfg.clk_size, "unclk": cfg.unclk_size}
+    lengths = " AND ".join(
+        f"cardinality({p}_item_idx) = {n} AND cardinality({p}_cate_idx) = {n} AND {p}_len BETWEEN 0 AND {n}"
+        for p, n in sizes.items())
+    scalar = [f.name for f in SAMPLES.fields if f.name.endswith("_idx") and isinstance(f.dataType, LongType)]
+    return {
+        "label_is_binary": "label IN (0, 1)",
+        "indices_non_negative": " AND ".join(f"{c} >= 0" for c in scalar),
+        "fixed_lengths": lengths + f" AND cardinality(neg_item_idx) = {cfg.hist_len}"
+                         f" AND cardinality(neg_cate_idx) = {cfg.hist_len}"
+                         f" AND cardinality(neg_is_sampled) = {cfg.hist_len}",
+    }
+
+
+def previous_state_day(state: DataFrame, events: DataFrame, ds: dt.date) -> dt.date | None:
+    """The day whose state day ``ds`` starts from: the latest state partition before ``ds`` (None on the first
+    day). Raises JobInputError when clean events exist between that day and ``ds`` (those days must run first).
+
+    ``state``: ``features/user_state`` (all partitions); ``events``: ``features/events_clean``.
+    """
+    previous = state.where(F.col("ds") < F.lit(ds)).agg(F.max("ds")).first()[0]
+    gap = events.where(F.col("ds") < F.lit(ds))
+    if previous is not None:
+        gap = gap.where(F.col("ds") > F.lit(previous))
+    missing = sorted(r["ds"] for r in gap.select("ds").distinct().limit(5).collect())
+    if missing:
+        raise JobInputError(
+            f"build_samples for {ds} starts from the user state of the previous event day, but "
+            f"{', '.join(map(str, missing))} has clean events and no state yet"
+            f"{f' (latest state: {previous})' if previous else ''}; run build_samples for those days first, in order"
+        )
+    return previous
+
+
+# ----------------------------------------------------------------------------------------------- vocab lookups
+def item_index(vocab: DataFrame, items: DataFrame) -> DataFrame:
+    """``item_id, item_idx, cate_idx, shop_idx, brand_idx`` for every item of the vocabulary or the catalogue.
+
+    ``vocab``: ``features/vocab`` rows of the days up to the processed one. Missing values map to 1 (unknown).
+    """
+    def field(name: str) -> DataFrame:
+        return vocab.where(F.col("field") == name).select(F.col("raw_id"), F.col("idx"))
+
+    side = items.select("item_id", *ITEM_FIELDS.values()).where(F.col("item_id").isNotNull())
+    for name, column in ITEM_FIELDS.items():
+        table = field(name).withColumnRenamed("raw_id", column).withColumnRenamed("idx", f"{_short(name)}_idx")
+        side = side.join(table, on=column, how="left")
+    ids = field("item").withColumnRenamed("raw_id", "item_id").withColumnRenamed("idx", "item_idx")
+    joined = ids.join(side, on="item_id", how="full")
+    return joined.select("item_id", *(F.coalesce(F.col(c), F.lit(UNKNOWN_IDX).cast(LongType())).alias(c)
+                                      for c in ITEM_INDEX_COLUMNS))
+
+
+def user_index(vocab: DataFrame, users: DataFrame) -> DataFrame:
+    """``user_id, user_idx, gender_idx, age_bucket_idx, city_idx`` for every user of the vocabulary or profiles."""
+    side = users.select("user_id", *USER_FIELDS.values()).where(F.col("user_id").isNotNull())
+    for name, column in USER_FIELDS.items():
+        table = vocab.where(F.col("field") == name).select(F.col("raw_id").alias(column), F.col("idx").alias(
+            f"{name}_idx"))
+        side = side.join(table, on=column, how="left")
+    ids = vocab.where(F.col("field") == "user").select(F.col("raw_id").alias("user_id"), F.col("idx").alias(
+        "user_idx"))
+    joined = ids.join(side, on="user_id", how="full")
+    return joined.select("user_id", *(F.coalesce(F.col(c), F.lit(UNKNOWN_IDX).cast(LongType())).alias(c)
+                                      for c in USER_INDEX_COLUMNS))
+
+
+def _short(field: str) -> str:
+    return "cate" if field == "category" else field
+
+
+ITEM_INDEX_COLUMNS = ("item_idx", "cate_idx", "shop_idx", "brand_idx")
+USER_INDEX_COLUMNS = ("user_idx", *(f"{name}_idx" for name in USER_FIELDS))
+
+
+@dataclass(frozen=True)
+class SamplesDay:
+    """``samples``: the columns of :data:`SAMPLES` for day ``ds``; ``state``: :data:`USER_STATE` at the end of
+    ``ds``; ``clicks``: one row per click of the day with ``attributed`` ('today', 'late' or null) and
+    ``neg_is_sampled``, for the job's counts."""
+
+    samples: DataFrame
+    state: DataFrame
+    clicks: DataFrame
+    #: intermediate frames that ``samples``, ``state`` and ``clicks`` all read: a job persists them while it writes
+    #: (Spark's cache substitutes them in the later plans), so they are computed once.
+    shared: tuple[DataFrame, ...] = ()
+
+
+def build_day(
+    events: DataFrame,
+    state_before: DataFrame,
+    items: DataFrame,
+    users: DataFrame,
+    *,
+    catalogue_size: int,
+    ds: dt.date,
+    cfg: SamplesConfig,
+) -> SamplesDay:
+    """Samples of day ``ds`` and the state at its end.
+
+    ``events``: ``features/events_clean`` rows of ``ds`` (other event types than impression and click are
+    ignored); ``state_before``: ``features/user_state`` at the previous processed day (empty on the first);
+    ``items``/``users``: :func:`item_index` / :func:`user_index`; ``catalogue_size``: the number of item indices
+    (>= 2, the item vocabulary's ``max(idx) - 1``) the fallback sampler draws from.
+    """
+    if catalogue_size < 2:
+        raise ValueError(f"the item vocabulary has {catalogue_size} item(s); sampling a negative needs at least 2")
+    L, K = cfg.hist_len, cfg.exposure_candidates
+    day_imps = events.where(F.col("event_type") == "impression").select(
+        "user_id", "item_id", "event_time", "event_id", "request_id", "position")
+    day_clicks = events.where(F.col("event_type") == "click").select(
+        "user_id", "item_id", "event_time", "event_id", "request_id", "position")
+
+    # The state of the users active today (others are carried over unchanged below).
+    active = events.select("user_id").distinct()
+    state = state_before.join(active, on="user_id", how="left_semi")
+    prior_clicks = state.select("user_id", F.explode("clicks").alias("c")).select("user_id", "c.*")
+    prior_exposures = state.select("user_id", F.explode("exposures").alias("e")).select("user_id", "e.*")
+
+    # 1. Attribution: which exposures today's clicks belong to; clicked_at = the first such click.
+    exposures = prior_exposures.select(*EXPOSURE_STRUCT.fieldNames(), "user_id",
+                                       F.lit(True).alias("prior")).unionByName(
+        day_imps.select("*", F.lit(None).cast(TimestampType()).alias("clicked_at"), F.lit(False).alias("prior")))
+    links = _attribute(exposures, day_clicks, cfg.click_window_seconds)
+    first_click = links.groupBy("exposure_id").agg(F.min("click_time").alias("clicked_today"))
+    exposures = (exposures.join(first_click, on=F.col("event_id") == F.col("exposure_id"), how="left")
+                 .withColumn("clicked_at", F.least("clicked_at", "clicked_today"))
+                 .drop("exposure_id", "clicked_today"))
+    exposures = items.join(exposures, on="item_id", how="right").fillna(UNKNOWN_IDX, list(ITEM_INDEX_COLUMNS))
+    click_links = links.join(exposures.select(F.col("event_id").alias("exposure_id"), "prior"), on="exposure_id",
+                             how="inner").groupBy("click_id").agg(F.min(F.col("prior").cast("int")).alias("late"))
+
+    # 2. The last K exposures up to each exposure (inclusive), as an array carried by that exposure's row.
+    by_user = Window.partitionBy("user_id")
+    exp_order = by_user.orderBy("event_time", "event_id")
+    exposure_struct = F.struct("event_time", "event_id", "item_id", "request_id", "position", "clicked_at",
+                               "item_idx", "cate_idx")
+    exposures = exposures.withColumn("recent", F.collect_list(exposure_struct).over(
+        exp_order.rowsBetween(-(K - 1), Window.currentRow)))
+
+    # 3. Negatives of today's clicks: the best candidate among the last K exposures at or before the click.
+    click_rows = day_clicks.join(items.select("item_id", "item_idx"), on="item_id", how="left").fillna(
+        UNKNOWN_IDX, ["item_idx"])
+    candidates = _as_of(exposures, "recent", click_rows, probe_rank=_CLICK)
+    chosen = _pick_negative(candidates, cfg.negative_window_seconds, cfg.click_window_seconds)
+    chosen = _sample_fallback(chosen, catalogue_size, cfg.seed)
+    by_index = items.where(F.col("item_idx") >= 2).select(F.col("item_idx").alias("sampled_idx"),
+                                                          F.col("item_id").alias("sampled_id"))
+    clicks_today = chosen.join(by_index, on="sampled_idx", how="left").join(
+        click_links, on=F.col("event_id") == F.col("click_id"), how="left").select(
+        "user_id", "item_id", "event_time", "event_id",
+        F.coalesce("neg_item_id", "sampled_id").alias("neg_item_id"), "neg_is_sampled",
+        F.when(F.col("late") == 1, "late").when(F.col("late") == 0, "today").alias("attributed"))
+
+    # 4. The last L clicks up to each click (inclusive), with indices, as an array carried by the click's row.
+    all_clicks = prior_clicks.unionByName(clicks_today.drop("attributed"))
+    all_clicks = all_clicks.join(items.select("item_id", "item_idx", "cate_idx"), on="item_id", how="left").join(
+        items.select(F.col("item_id").alias("neg_item_id"), F.col("item_idx").alias("neg_item_idx"),
+                     F.col("cate_idx").alias("neg_cate_idx")), on="neg_item_id", how="left").fillna(
+        UNKNOWN_IDX, ["item_idx", "cate_idx", "neg_item_idx", "neg_cate_idx"])
+    click_struct = F.struct("event_time", "event_id", "item_id", "neg_item_id", "neg_is_sampled", "item_idx",
+                            "cate_idx", "neg_item_idx", "neg_cate_idx")
+    all_clicks = all_clicks.withColumn("history", F.collect_list(click_struct).over(
+        exp_order.rowsBetween(-(L - 1), Window.currentRow)))
+
+    # 5. Each impression takes the latest history and exposure list strictly before it.
+    probes = exposures.where(~F.col("prior")).select(
+        "user_id", "event_time", "event_id", "item_id", "request_id", "position", "item_idx", "cate_idx",
+        "shop_idx", "brand_idx", F.col("clicked_at").isNotNull().cast("int").alias("label"))
+    stream = (probes.select("*", F.lit(_PROBE).alias("_rank"))
+              .unionByName(exposures.select("user_id", "event_time", "event_id", "recent",
+                                            F.lit(_EXPOSURE).alias("_rank")), allowMissingColumns=True)
+              .unionByName(all_clicks.select("user_id", "event_time", "event_id", "history",
+                                             F.lit(_CLICK).alias("_rank")), allowMissingColumns=True))
+    before = by_user.orderBy("event_time", "_rank", "event_id").rowsBetween(Window.unboundedPreceding, -1)
+    asof = stream.select(
+        "*", F.last("history", ignorenulls=True).over(before).alias("hist"),
+        F.last("recent", ignorenulls=True).over(before).alias("seen"),
+    ).where(F.col("_rank") == _PROBE)
+    samples = _assemble(asof, _context(probes, cfg.ctx_size), users, ds, cfg)
+
+    # 6. The state at the end of the day: active users' last L clicks and K exposures, others carried over.
+    horizon = F.lit(dt.datetime.combine(ds + dt.timedelta(days=1), dt.time())) - F.expr(
+        f"INTERVAL {cfg.state_retention_seconds()} SECONDS")
+    last_clicks = all_clicks.groupBy("user_id").agg(
+        F.max_by("history", F.struct("event_time", "event_id")).alias("history"))
+    last_exposures = exposures.groupBy("user_id").agg(
+        F.max_by("recent", F.struct("event_time", "event_id")).alias("recent"))
+    clicks_type, exposures_type = ArrayType(CLICK_STRUCT), ArrayType(EXPOSURE_STRUCT)
+    updated = last_exposures.join(last_clicks, on="user_id", how="full").select(
+        "user_id",
+        F.coalesce(F.transform("history", lambda c: F.struct(*[c[n] for n in CLICK_STRUCT.fieldNames()])),
+                   F.array().cast(clicks_type)).alias("clicks"),
+        F.coalesce(F.transform("recent", lambda e: F.struct(*[e[n] for n in EXPOSURE_STRUCT.fieldNames()])),
+                   F.array().cast(exposures_type)).alias("exposures"),
+    )
+    carried = state_before.join(active, on="user_id", how="left_anti").select("user_id", "clicks", "exposures")
+    new_state = updated.unionByName(carried).select(
+        "user_id", "clicks", F.filter("exposures", lambda e: e["event_time"] >= horizon).alias("exposures"),
+        F.lit(ds).alias("ds"),
+    ).where((F.size("clicks") > 0) | (F.size("exposures") > 0))
+    return SamplesDay(samples=conform(samples, SAMPLES), state=conform(new_state, USER_STATE), clicks=clicks_today,
+                      shared=(events, items, exposures, clicks_today, all_clicks))
+
+
+def _attribute(exposures: DataFrame, clicks: DataFrame, window_seconds: int) -> DataFrame:
+    """``click_id, click_time, exposure_id``: each click's impression(s) (see the module docstring)."""
+    c, e = clicks.alias("c"), exposures.alias("e")
+    in_request = c.where(F.col("request_id").isNotNull()).join(
+        e, on=[F.col("c.user_id") == F.col("e.user_id"), F.col("c.item_id") == F.col("e.item_id"),
+               F.col("c.request_id") == F.col("e.request_id")], how="inner").select(
+        F.col("c.event_id").alias("click_id"), F.col("c.event_time").alias("click_time"),
+        F.col("e.event_id").alias("exposure_id"))
+    # Without a request: the latest impression of the same user and item at or before the click (as-of).
+    loose = clicks.where(F.col("request_id").isNull()).select(
+        "user_id", "item_id", "event_time", "event_id", F.lit(_CLICK).alias("_rank"))
+    stream = exposures.select("user_id", "item_id", "event_time", "event_id", F.lit(_EXPOSURE).alias("_rank"))
+    before = (Window.partitionBy("user_id", "item_id").orderBy("event_time", "_rank", "event_id")
+              .rowsBetween(Window.unboundedPreceding, -1))
+    is_exposure = F.col("_rank") == _EXPOSURE
+    windowed = stream.unionByName(loose).select(
+        "*",
+        F.last(F.when(is_exposure, F.col("event_id")), ignorenulls=True).over(before).alias("exposure_id"),
+        F.last(F.when(is_exposure, F.col("event_time")), ignorenulls=True).over(before).alias("exposure_time"),
+    ).where((F.col("_rank") == _CLICK) & F.col("exposure_id").isNotNull() & (
+        F.col("exposure_time") >= F.col("event_time") - F.expr(f"INTERVAL {int(window_seconds)} SECONDS")))
+    return in_request.unionByName(windowed.select(F.col("event_id").alias("click_id"),
+                                                  F.col("event_time").alias("click_time"), "exposure_id"))
+
+
+def _as_of(carriers: DataFrame, column: str, probes: DataFrame, *, probe_rank: int) -> DataFrame:
+    """``probes`` with ``column``: the value of the latest ``carriers`` row of the same user ordered before each
+    probe (by time, then rank: a probe ranked after the carriers of its timestamp sees them)."""
+    stream = carriers.select("user_id", "event_time", "event_id", column, F.lit(_EXPOSURE).alias("_rank")).unionByName(
+        probes.select("*", F.lit(probe_rank).alias("_rank")), allowMissingColumns=True)
+    before = (Window.partitionBy("user_id").orderBy("event_time", "_rank", "event_id")
+              .rowsBetween(Window.unboundedPreceding, -1))
+    return stream.withColumn(column, F.last(column, ignorenulls=True).over(before)).where(
+        F.col("_rank") == probe_rank).drop("_rank")
+
+
+def _pick_negative(clicks: DataFrame, window_seconds: int, request_window_seconds: int) -> DataFrame:
+    """Clicks with ``neg_item_id`` (null when no exposure qualifies): same request first (nearest position, at
+    most ``request_window_seconds`` before), then the most recent exposure within ``window_seconds``; never
+    clicked by the click's time, another item."""
+    t = F.col("event_time")
+    earliest = t - F.expr(f"INTERVAL {int(window_seconds)} SECONDS")
+    earliest_in_request = t - F.expr(f"INTERVAL {int(request_window_seconds)} SECONDS")
+
+    def same_request(e: Column) -> Column:
+        return F.col("request_id").isNotNull() & (e["request_id"] == F.col("request_id"))
+
+    def qualifies(e: Column) -> Column:
+        unclicked = e["clicked_at"].isNull() | (e["clicked_at"] > t)
+        near = (same_request(e) & (e["event_time"] >= earliest_in_request)) | (e["event_time"] >= earliest)
+        return unclicked & (e["item_id"] != F.col("item_id")) & F.coalesce(near, F.lit(False))
+
+    def key(e: Column) -> Column:
+        in_request = F.coalesce(same_request(e), F.lit(False))
+        return F.struct(
+            F.when(in_request, 0).otherwise(1).alias("k0"),
+            F.when(in_request, F.coalesce(F.abs(e["position"] - F.col("position")), F.lit(0))).otherwise(0).alias(
+                "k1"),
+            F.when(in_request, F.coalesce(e["position"], F.lit(0))).otherwise(0).alias("k2"),
+            (-F.unix_micros(e["event_time"])).alias("k3"),
+            e["event_id"].alias("k4"),
+            e["item_id"].alias("item_id"),
+        )
+
+    best = F.array_min(F.transform(F.filter("recent", qualifies), key))
+    return clicks.withColumn("neg_item_id", best["item_id"]).drop("recent")
+
+
+def _sample_fallback(clicks: DataFrame, catalogue_size: int, seed: int) -> DataFrame:
+    """Fill a missing negative with a catalogue item drawn by hash(seed, click id), skipping the clicked item.
+
+    Indices 2 .. catalogue_size + 1 are the catalogue; with the clicked item known (idx >= 2) one of them is
+    excluded, so the draw is uniform over the remaining ones. Returns ``neg_item_id`` (raw) and ``neg_is_sampled``.
+    """
+    known = F.col("item_idx") >= 2
+    choices = F.when(known, F.lit(catalogue_size - 1)).otherwise(F.lit(catalogue_size))
+    draw = F.pmod(F.xxhash64(F.lit(seed), F.col("event_id")), choices.cast(LongType())) + 2
+    sampled_idx = F.when(known & (draw >= F.col("item_idx")), draw + 1).otherwise(draw)
+    return clicks.withColumn("sampled_idx", F.when(F.col("neg_item_id").isNull(), sampled_idx)).withColumn(
+        "neg_is_sampled", F.col("sampled_idx").isNotNull().cast("int"))
+
+
+def _context(probes: DataFrame, size: int) -> DataFrame:
+    """``request_id, page``: the first ``size + 1`` distinct items of each request (by position, event id)."""
+    first = probes.where(F.col("request_id").isNotNull()).groupBy("request_id", "item_id").agg(
+        F.min(F.struct(F.coalesce("position", F.lit(2**31 - 1)).alias("p"), F.col("event_id").alias("e"),
+                       F.col("item_idx").alias("item_idx"), F.col("cate_idx").alias("cate_idx"))).alias("at"))
+    order = Window.partitionBy("request_id").orderBy("at").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    ranked = first.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= size + 1)
+    return ranked.groupBy("request_id").agg(
+        F.array_sort(F.collect_list(F.struct("rank", "item_id", "at.item_idx", "at.cate_idx"))).alias("page"))
+
+
+def _padded(values: Column, size: int) -> Column:
+    """``values`` (array<long>, at most ``size``) right-padded with 0 to exactly ``size``."""
+    return F.concat(values, F.array_repeat(F.lit(0).cast(LongType()), F.lit(size) - F.size(values)))
+
+
+def _assemble(asof: DataFrame, pages: DataFrame, users: DataFrame, ds: dt.date, cfg: SamplesConfig) -> DataFrame:
+    L, tau = cfg.hist_len, F.col("event_time")
+    lookback = tau - F.expr(f"INTERVAL {cfg.lookback_seconds} SECONDS")
+    hist = F.coalesce(F.col("hist"), F.array().cast(asof.schema["hist"].dataType))
+    seen = F.coalesce(F.col("seen"), F.array().cast(asof.schema["seen"].dataType))
+    clk = F.slice(F.reverse(F.filter(hist, lambda c: c["event_time"] >= lookback)), 1, cfg.clk_size)
+    unclk = F.slice(F.reverse(F.filter(seen, lambda e: (e["event_time"] < tau) & (e["event_time"] >= lookback) & (
+        e["clicked_at"].isNull() | (e["clicked_at"] >= tau)))), 1, cfg.unclk_size)
+    joined = asof.join(pages, on="request_id", how="left")
+    page = F.coalesce(F.col("page"), F.array().cast(joined.schema["page"].dataType))
+    ctx = F.slice(F.filter(page, lambda p: p["item_id"] != F.col("item_id")), 1, cfg.ctx_size)
+    withsets = joined.select(
+        "*", hist.alias("h"), clk.alias("k"), unclk.alias("u"), ctx.alias("x"))
+
+    def seq(prefix: str, arr: str, size: int, item: str = "item_idx", cate: str = "cate_idx") -> list[Column]:
+        return [_padded(F.transform(arr, lambda v: v[item]), size).alias(f"{prefix}_item_idx"),
+                _padded(F.transform(arr, lambda v: v[cate]), size).alias(f"{prefix}_cate_idx"),
+                F.size(arr).alias(f"{prefix}_len")]
+
+    flags = F.concat(F.transform("h", lambda v: v["neg_is_sampled"]),
+                     F.array_repeat(F.lit(0), F.lit(L) - F.size("h")))
+    out = withsets.select(
+        F.col("event_id").alias("sample_id"), "event_time", "label", F.coalesce("position", F.lit(0)).alias(
+            "position"), "user_id", "item_idx", "cate_idx", "shop_idx", "brand_idx",
+        *seq("hist", "h", L),
+        _padded(F.transform("h", lambda v: v["neg_item_idx"]), L).alias("neg_item_idx"),
+        _padded(F.transform("h", lambda v: v["neg_cate_idx"]), L).alias("neg_cate_idx"),
+        flags.alias("neg_is_sampled"),
+        *seq("ctx", "x", cfg.ctx_size), *seq("clk", "k", cfg.clk_size), *seq("unclk", "u", cfg.unclk_size),
+        F.lit(ds).alias("ds"),
+    )
+    return out.join(users, on="user_id", how="left").fillna(UNKNOWN_IDX, list(USER_INDEX_COLUMNS)).drop("user_id")
