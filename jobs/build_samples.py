@@ -42,6 +42,12 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
     previous = S.previous_state_day(state_before, events, ds)
     state_before = state_before.where(F.col("ds") == F.lit(previous))
 
+    if lh.exists(S.SAMPLES_TABLE):  # the arrays of one table share their lengths (the trainer reads them there)
+        built = lh.properties(S.SAMPLES_TABLE)
+        clashes = [f"{k}={built[k]} (asked: {v})" for k, v in cfg.table_properties().items() if built.get(k, v) != v]
+        if clashes:
+            raise jobkit.JobInputError(f"{S.SAMPLES_TABLE} was built with {', '.join(clashes)}; use the same settings "
+                                       "or another lakehouse")
     vocab = vocab.where(F.col("ds") <= F.lit(ds))
     catalogue = (vocab.where(F.col("field") == "item").agg(F.max("idx")).first()[0] or 1) - 1
     if catalogue < 2:
