@@ -110,6 +110,9 @@ def get_spark(app_name: str, *, master: str | None = None, conf: dict[str, str] 
 
     settings = dict(LOCAL_DEFAULTS)
     settings["spark.sql.warehouse.dir"] = str(project_cache_dir() / "spark-warehouse")
+    # Python workers (arrow/pandas functions, UDFs) must run this interpreter, not whatever `python3` is on the
+    # PATH (which lacks the project's packages); PySpark reads the variable when the context starts.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings.update(DELTA_CONFS)
     jars = _resolved_delta_jars()
     if jars is not None:

@@ -87,3 +87,17 @@ def test_an_active_session_is_reused_without_changing_its_settings(spark):
     assert spark.conf.get("spark.sql.shuffle.partitions") == "4"  # set by the test fixture
     assert spark_factory.get_spark("another-job") is spark
     assert spark.conf.get("spark.sql.shuffle.partitions") == "4"
+
+
+def test_python_workers_run_the_project_interpreter(spark):
+    # A Python function on the executors imports the project's packages (pyarrow here) in this interpreter.
+    def versions(batches):
+        import sys
+
+        import pyarrow as pa
+
+        for batch in batches:
+            yield pa.RecordBatch.from_pydict({"python": [sys.executable] * batch.num_rows})
+
+    got = spark.range(1).mapInArrow(versions, "python string").first()["python"]
+    assert got == spark.sparkContext.pythonExec
