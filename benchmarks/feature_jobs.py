@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from features.spark import get_spark
     from features.tableio import Lakehouse
-    from jobs import build_vocab, generate_synthetic, validate_events
+    from jobs import build_samples, build_vocab, generate_synthetic, validate_events
 
-    chain = [("validate_events", validate_events.main), ("build_vocab", build_vocab.main)]
+    chain = [("validate_events", validate_events.main), ("build_vocab", build_vocab.main),
+             ("build_samples", build_samples.main)]
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         root = args.lakehouse or str(Path(tmp) / "lakehouse")
         spark = get_spark("bench-feature-jobs")

@@ -2,10 +2,10 @@
 
     python -m jobs.demo --lakehouse ./lakehouse [--preset small|large]
 
-Today the pipeline is the synthetic raw log (``jobs.generate_synthetic``) followed, day by day in order, by
-the feature jobs that exist (``validate_events``, ``build_vocab``); the rest of the feature jobs and training
-join this command as they land. The summary at the end is read back through delta-rs (no JVM), the way users
-read the tables.
+Today the pipeline is the synthetic raw log (``jobs.generate_synthetic``) followed, day by day in order, by the
+feature jobs (``validate_events``, ``build_vocab``, ``build_samples``) and, for the last day, the evaluation sets
+(``build_rank_eval``); training joins this command with its issue. The summary at the end is read back through
+delta-rs (no JVM), the way users read the tables.
 """
 
 from __future__ import annotations
@@ -14,17 +14,20 @@ import argparse
 import sys
 
 from features.tableio import Lakehouse
-from jobs import build_vocab, generate_synthetic, validate_events
+from jobs import build_rank_eval, build_samples, build_vocab, generate_synthetic, validate_events
 
 PRESETS = {
+    # a minimal lakehouse for the end-to-end test of this command
+    "tiny": ["--users", "60", "--items", "800", "--days", "3", "--seed", "42", "--corrupt-fraction", "0.001"],
     # a few minutes on a 2-core machine, end to end
     "small": ["--users", "2000", "--items", "5000", "--days", "7", "--seed", "42", "--corrupt-fraction", "0.001"],
     # about 10M events (see BENCHMARKS.md)
     "large": ["--users", "83056", "--items", "200000", "--days", "7", "--seed", "42", "--corrupt-fraction", "0.0001"],
 }
 RAW_TABLES = ("raw/events", "raw/items", "raw/users", "raw/click_truth", "raw/planted_corruptions")
-FEATURE_JOBS = (validate_events, build_vocab)  # run for every generated day, in day order
-FEATURE_TABLES = ("features/events_clean", "features/quarantine", "features/vocab", "features/runs")
+FEATURE_JOBS = (validate_events, build_vocab, build_samples)  # run for every generated day, in day order
+FEATURE_TABLES = ("features/events_clean", "features/quarantine", "features/vocab", "features/samples",
+                  "features/user_state", "features/split", "features/rank_eval", "features/runs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
     generate_argv = ["--lakehouse", args.lakehouse, *PRESETS[args.preset]]
     status = generate_synthetic.main(generate_argv)
-    for day in generate_synthetic.parse_args(generate_argv)[1].dates():
+    days = generate_synthetic.parse_args(generate_argv)[1].dates()
+    for day in days:
         for job in FEATURE_JOBS:
             status = status or job.main(["--lakehouse", args.lakehouse, "--ds", day.isoformat()])
+    status = status or build_rank_eval.main(["--lakehouse", args.lakehouse, "--ds", days[-1].isoformat()])
     if status != 0:
         return status
     lakehouse = Lakehouse(args.lakehouse)

@@ -8,20 +8,21 @@ from jobs import demo
 
 def test_demo_builds_the_raw_lakehouse_and_prints_where_it_is(spark, tmp_path, capsys):
     root = tmp_path / "lh"
-    assert demo.main(["--lakehouse", str(root)]) == 0
+    assert demo.main(["--lakehouse", str(root), "--preset", "tiny"]) == 0
     out = capsys.readouterr().out
     lakehouse = Lakehouse(root)
     assert f"lakehouse: {lakehouse.root}" in out
     for table in demo.RAW_TABLES + demo.FEATURE_TABLES:
         assert lakehouse.exists(table)
         assert lakehouse.path(table) in out
-    assert lakehouse.count("raw/users") == 2000
-    assert lakehouse.count("raw/items") == 5000
-    assert lakehouse.count("raw/planted_corruptions") > 0  # the small preset plants bad rows for validation
+    assert lakehouse.count("raw/users") == 60
+    assert lakehouse.count("raw/items") == 800
     events = lakehouse.count("raw/events")
-    assert 150_000 < events < 400_000
+    assert 1_000 < events < 20_000
     assert f"{events:>12}" in out
-    # every generated day went through the feature jobs, and each run was recorded as succeeded
+    # every generated day went through the feature jobs, then the evaluation sets; each run succeeded
     runs = lakehouse.read_arrow("features/runs", columns=["job", "ds", "status"]).to_pylist()
-    assert len(runs) == 7 * len(demo.FEATURE_JOBS) and {r["status"] for r in runs} == {"succeeded"}
-    assert lakehouse.count("features/quarantine") >= lakehouse.count("raw/planted_corruptions") // 2
+    assert len(runs) == 3 * len(demo.FEATURE_JOBS) + 1 and {r["status"] for r in runs} == {"succeeded"}
+    clean = lakehouse.read_arrow("features/events_clean", columns=["event_type"]).column(0).to_pylist()
+    assert lakehouse.count("features/samples") == clean.count("impression")
+    assert lakehouse.count("features/rank_eval") > 0
