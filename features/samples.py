@@ -61,7 +61,7 @@ from pyspark.sql.types import (
 
 from features.jobkit import JobConfig, JobInputError
 from features.schemas import SAMPLES
-from features.vocab import ITEM_FIELDS, UNKNOWN_IDX, USER_FIELDS, conform
+from features.vocab import ITEM_FIELDS, UNKNOWN_IDX, USER_FIELDS, conform, lookup
 
 SAMPLES_TABLE = "features/samples"
 STATE_TABLE = "features/user_state"
@@ -168,40 +168,37 @@ def previous_state_day(state: DataFrame, events: DataFrame, ds: dt.date) -> dt.d
 
 
 # ----------------------------------------------------------------------------------------------- vocab lookups
+def catalogue_size(vocab: DataFrame) -> int:
+    """How many item indices ``vocab`` has assigned (they are dense: 2 .. catalogue_size + 1)."""
+    return (vocab.where(F.col("field") == "item").agg(F.max("idx")).first()[0] or 1) - 1
+
+
 def item_index(vocab: DataFrame, items: DataFrame) -> DataFrame:
     """``item_id, item_idx, cate_idx, shop_idx, brand_idx`` for every item of the vocabulary or the catalogue.
 
     ``vocab``: ``features/vocab`` rows of the days up to the processed one. Missing values map to 1 (unknown).
     """
-    def field(name: str) -> DataFrame:
-        return vocab.where(F.col("field") == name).select(F.col("raw_id"), F.col("idx"))
-
-    side = items.select("item_id", *ITEM_FIELDS.values()).where(F.col("item_id").isNotNull())
-    for name, column in ITEM_FIELDS.items():
-        table = field(name).withColumnRenamed("raw_id", column).withColumnRenamed("idx", f"{_short(name)}_idx")
-        side = side.join(table, on=column, how="left")
-    ids = field("item").withColumnRenamed("raw_id", "item_id").withColumnRenamed("idx", "item_idx")
-    joined = ids.join(side, on="item_id", how="full")
-    return joined.select("item_id", *(F.coalesce(F.col(c), F.lit(UNKNOWN_IDX).cast(LongType())).alias(c)
-                                      for c in ITEM_INDEX_COLUMNS))
+    fields = {name: (column, f"{'cate' if name == 'category' else name}_idx") for name, column in ITEM_FIELDS.items()}
+    return _index(vocab, items, "item", "item_id", "item_idx", fields)
 
 
 def user_index(vocab: DataFrame, users: DataFrame) -> DataFrame:
     """``user_id, user_idx, gender_idx, age_bucket_idx, city_idx`` for every user of the vocabulary or profiles."""
-    side = users.select("user_id", *USER_FIELDS.values()).where(F.col("user_id").isNotNull())
-    for name, column in USER_FIELDS.items():
-        table = vocab.where(F.col("field") == name).select(F.col("raw_id").alias(column), F.col("idx").alias(
-            f"{name}_idx"))
-        side = side.join(table, on=column, how="left")
-    ids = vocab.where(F.col("field") == "user").select(F.col("raw_id").alias("user_id"), F.col("idx").alias(
-        "user_idx"))
-    joined = ids.join(side, on="user_id", how="full")
-    return joined.select("user_id", *(F.coalesce(F.col(c), F.lit(UNKNOWN_IDX).cast(LongType())).alias(c)
-                                      for c in USER_INDEX_COLUMNS))
+    fields = {name: (column, f"{name}_idx") for name, column in USER_FIELDS.items()}
+    return _index(vocab, users, "user", "user_id", "user_idx", fields)
 
 
-def _short(field: str) -> str:
-    return "cate" if field == "category" else field
+def _index(vocab: DataFrame, side: DataFrame, id_field: str, key: str, key_idx: str,
+           fields: dict[str, tuple[str, str]]) -> DataFrame:
+    """Every id of ``vocab``'s ``id_field`` or of ``side`` with its index and the indices of its ``side`` fields
+    (field -> (side column, index column)), each through :func:`features.vocab.lookup` (unknown -> 1)."""
+    ids = (vocab.where(F.col("field") == id_field).select(F.col("raw_id").alias(key))
+           .unionByName(side.select(key)).where(F.col(key).isNotNull()).dropDuplicates([key]))
+    joined = lookup(ids.join(side.select(key, *(c for c, _ in fields.values())), on=key, how="left"), vocab,
+                    id_field, key, key_idx)
+    for name, (column, idx_column) in fields.items():
+        joined = lookup(joined, vocab, name, column, idx_column)
+    return joined.select(key, key_idx, *(idx for _, idx in fields.values()))
 
 
 ITEM_INDEX_COLUMNS = ("item_idx", "cate_idx", "shop_idx", "brand_idx")

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from features import jobkit  # noqa: E402
 from features import rank_eval as R  # noqa: E402
-from features.samples import SAMPLES_TABLE, item_index  # noqa: E402
+from features.samples import SAMPLES_TABLE, catalogue_size, item_index  # noqa: E402
 from features.vocab import VOCAB_TABLE  # noqa: E402
 
 INPUTS = {SAMPLES_TABLE: "build_samples", VOCAB_TABLE: "build_vocab",
@@ -37,7 +37,7 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
         raise jobkit.JobInputError(f"features/samples has no rows for {anchor}; run build_samples for it first")
     split = R.time_split(days, anchor, cfg)
     vocab = vocab.where(F.col("ds") <= F.lit(anchor))
-    catalogue = (vocab.where(F.col("field") == "item").agg(F.max("idx")).first()[0] or 1) - 1
+    catalogue = catalogue_size(vocab)
     result = R.rank_candidates(samples, item_index(vocab, items),
                                test_days=[d for d, s in split if s == "test"], anchor=anchor,
                                catalogue_size=catalogue, cfg=cfg)

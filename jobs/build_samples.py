@@ -49,7 +49,7 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
             raise jobkit.JobInputError(f"{S.SAMPLES_TABLE} was built with {', '.join(clashes)}; use the same settings "
                                        "or another lakehouse")
     vocab = vocab.where(F.col("ds") <= F.lit(ds))
-    catalogue = (vocab.where(F.col("field") == "item").agg(F.max("idx")).first()[0] or 1) - 1
+    catalogue = S.catalogue_size(vocab)
     if catalogue < 2:
         raise jobkit.JobInputError(f"the item vocabulary up to {ds} has {catalogue} item(s); negatives need >= 2")
     day = S.build_day(events.where(F.col("ds") == F.lit(ds)), state_before, S.item_index(vocab, items),
