@@ -52,7 +52,8 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
     catalogue = S.catalogue_size(vocab)
     if catalogue < 2:
         raise jobkit.JobInputError(f"the item vocabulary up to {ds} has {catalogue} item(s); negatives need >= 2")
-    day = S.build_day(events.where(F.col("ds") == F.lit(ds)), state_before, S.item_index(vocab, items),
+    day_events = events.where(F.col("ds") == F.lit(ds))
+    day = S.build_day(day_events, state_before, S.item_index(vocab, items),
                       S.user_index(vocab, users), catalogue_size=catalogue, ds=ds, cfg=cfg)
     for frame in day.shared:
         frame.persist()
@@ -63,6 +64,8 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
                S.STATE_TABLE: lh.write(day.state, S.STATE_TABLE, mode="overwrite", replace_ds=[ds],
                                        partition_by=["ds"])}
         counts = _counts(spark, args, out, day.clicks)
+        # other behaviour types (e.g. purchase) pass validation but are not samples: counted, not silently lost
+        counts["other_event_types"] = day_events.where(~F.col("event_type").isin("impression", "click")).count()
     finally:
         for frame in day.shared:
             frame.unpersist()

@@ -63,6 +63,7 @@ def test_days_in_order_reruns_and_refusals(spark, built, capsys):
     assert runs["counts"]["samples"] == per_day[D3]
     assert runs["counts"]["clicks"] == runs["counts"]["negatives_sampled"] + runs["counts"]["negatives_from_exposures"]
     assert runs["inputs"][STATE_TABLE] >= 0 and SAMPLES_TABLE in runs["outputs"]
+    assert runs["counts"]["other_event_types"] == 0  # the synthetic log has impressions and clicks only
     props = lakehouse.properties(SAMPLES_TABLE)
     assert (props["ctr.samples.hist_len"], props["ctr.samples.ctx_size"]) == ("50", "5")
 
