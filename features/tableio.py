@@ -83,14 +83,16 @@ class PartitionOverwriteError(ValueError):
     """Data given to a ``replace_ds`` overwrite holds rows of a day outside the replaced days."""
 
 
-def _ds_strings(days: Iterable[dt.date | str]) -> list[str]:
+def _ds_strings(days: Iterable[dt.date | str], what: str = "replace_ds") -> list[str]:
+    if isinstance(days, str | dt.date):
+        raise TypeError(f"{what} takes a collection of dates, got the single value {days!r}")
     out = []
     for day in days:
         if isinstance(day, dt.datetime):
-            raise TypeError(f"replace_ds takes dates, got the datetime {day!r}")
+            raise TypeError(f"{what} takes dates, got the datetime {day!r}")
         out.append(day.isoformat() if isinstance(day, dt.date) else dt.date.fromisoformat(day).isoformat())
     if not out:
-        raise ValueError("replace_ds is empty: name at least one ds partition to replace")
+        raise ValueError(f"{what} is empty: name at least one ds partition")
     return sorted(set(out))
 
 
@@ -120,6 +122,16 @@ def schema_diff(table: str, table_schema: Mapping[str, Any], data_schema: Mappin
     )
     if missing or extra or changed:
         raise SchemaMismatchError(table, missing, extra, changed)
+
+
+def _check_properties(table: str, current: Mapping[str, str], wanted: Mapping[str, str]) -> None:
+    clashes = {k: (current[k], v) for k, v in wanted.items() if k in current and current[k] != v}
+    if clashes:
+        raise TablePropertyError(
+            f"table {table!r} was built with " + ", ".join(f"{k}={old!r}" for k, (old, _) in clashes.items())
+            + "; this write has " + ", ".join(f"{k}={new!r}" for k, (_, new) in clashes.items())
+            + ". Nothing was written: write to another table or rebuild this one with the new settings."
+        )
 
 
 def _squeeze(sql: str) -> str:
@@ -196,21 +208,40 @@ class Lakehouse:
         """The table's properties (Delta ``configuration``: ``delta.*`` settings, constraints and our own keys)."""
         return dict(self._delta_table(table, version).metadata().configuration)
 
-    def files(self, table: str, *, version: int | None = None) -> list[str]:
+    def files(
+        self, table: str, *, version: int | None = None, days: Iterable[dt.date | str] | None = None
+    ) -> list[str]:
         """URIs of the data files of ``table`` at ``version`` (latest when None); local ones as ``file://``.
 
-        These are what Petastorm reads. A file listed by the log but gone from disk (vacuumed) is an error.
+        ``days`` keeps only the files of those ``ds`` partitions (the table must be partitioned by ``ds``; an
+        empty collection is an error, a day without data simply adds no file).
+
+        These are what Petastorm reads. Local URIs are ``"file://" + absolute path`` with no percent-encoding:
+        Petastorm 0.12.1 does not decode URLs, so ``ds%3D2026-01-01`` (what ``Path.as_uri()`` writes for a
+        partition folder) would not be found. A file listed by the log but gone from disk (vacuumed) is an error.
         """
-        uris = self._delta_table(table, version).file_uris()
+        delta_table = self._delta_table(table, version)
+        if days is None:
+            uris = delta_table.file_uris()
+        else:
+            wanted = _ds_strings(days, "days")
+            partitions = list(delta_table.metadata().partition_columns)
+            if "ds" not in partitions:
+                raise ValueError(
+                    f"table {table!r} is partitioned by {partitions or 'nothing'}, not by ds: it cannot be "
+                    f"filtered by days {wanted}"
+                )
+            uris = delta_table.file_uris(file_pruning_predicate=[("ds", "in", wanted)])
         if not self.is_local:
             return uris
-        missing = [uri for uri in uris if not Path(uri.removeprefix("file://")).exists()]
+        paths = [uri.removeprefix("file://") for uri in uris]
+        missing = [path for path in paths if not Path(path).exists()]
         if missing:
             raise TableNotFoundError(
                 f"version {version} of table {table!r} lists {len(missing)} data files that no longer exist "
                 f"(vacuumed?), e.g. {missing[0]}"
             )
-        return [uri if uri.startswith("file://") else Path(uri).as_uri() for uri in uris]
+        return ["file://" + str(Path(path).absolute()) for path in paths]
 
     # ------------------------------------------------------------------ Arrow side (delta-rs)
     def read_arrow(
@@ -235,8 +266,8 @@ class Lakehouse:
         if where:
             frame = pl.SQLContext(t=frame).execute(f"SELECT * FROM t WHERE {where}")
         if columns:
-            frame = frame.select(list(columns))
             target = pa.schema([target.field(name) for name in columns])
+        frame = frame.select(target.names)  # the table's column order (polars may move partition columns)
         return frame.collect().to_arrow(compat_level=pl.CompatLevel.oldest()).cast(target)
 
     def write_arrow(
@@ -248,12 +279,22 @@ class Lakehouse:
         replace_ds: Iterable[dt.date | str] | None = None,
         partition_by: Sequence[str] | None = None,
         txn: tuple[str, int] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> int | None:
-        """Write Arrow/pandas data with delta-rs; returns the new version, or None when ``txn`` was done already."""
+        """Write Arrow/pandas data with delta-rs; returns the new version, or None when ``txn`` was done already.
+
+        ``properties``: table properties the data depends on (as for :meth:`write`): set when the table is
+        created, and a write whose values differ from the table's raises :class:`TablePropertyError`.
+        """
         if not isinstance(data, pa.Table):
             data = pa.Table.from_pandas(data, preserve_index=False)
         location = self.path(table)
         existing = DeltaTable(location) if DeltaTable.is_deltatable(location) else None
+        if existing is None and properties:
+            # delta-rs refuses non-``delta.*`` keys at creation: create the table empty, set them, then write
+            write_deltalake(location, data.schema.empty_table(), mode="append",
+                            partition_by=list(partition_by) if partition_by else None)
+            existing = DeltaTable(location)
         predicate = None
         if replace_ds is not None:
             if mode != "overwrite":
@@ -276,6 +317,12 @@ class Lakehouse:
                 table, json.loads(existing.schema().to_json()), json.loads(Schema.from_arrow(data.schema).to_json())
             )
             self._check_partitioning(table, existing.metadata().partition_columns, partition_by)
+            if properties:
+                current = dict(existing.metadata().configuration)
+                _check_properties(table, current, properties)
+                unset = {k: v for k, v in properties.items() if k not in current}
+                if unset:
+                    existing.alter.set_table_properties(unset, raise_if_not_exists=False)
         write_deltalake(
             location,
             data,
@@ -284,6 +331,23 @@ class Lakehouse:
             partition_by=list(partition_by) if partition_by else None,
             commit_properties=commit,
         )
+        return DeltaTable(location).version()
+
+    def upsert_arrow(self, data: pa.Table, table: str, *, keys: Sequence[str]) -> int:
+        """Insert ``data``'s rows, replacing the rows with the same ``keys`` (delta-rs MERGE); returns the version.
+
+        Creates the table on first use. For small state tables written by JVM-free processes (training runs).
+        """
+        location = self.path(table)
+        if not DeltaTable.is_deltatable(location):
+            write_deltalake(location, data, mode="append")
+            return DeltaTable(location).version()
+        existing = DeltaTable(location)
+        schema_diff(table, json.loads(existing.schema().to_json()),
+                    json.loads(Schema.from_arrow(data.schema).to_json()))
+        predicate = " AND ".join(f"t.`{key}` = s.`{key}`" for key in keys)
+        (existing.merge(source=data, predicate=predicate, source_alias="s", target_alias="t")
+         .when_matched_update_all().when_not_matched_insert_all().execute())
         return DeltaTable(location).version()
 
     @staticmethod
@@ -355,13 +419,7 @@ class Lakehouse:
         current: dict[str, str] = {}
         if exists and properties:
             current = SparkDeltaTable.forPath(spark, location).detail().select("properties").first()[0] or {}
-            clashes = {k: (current[k], v) for k, v in properties.items() if k in current and current[k] != v}
-            if clashes:
-                raise TablePropertyError(
-                    f"table {table!r} was built with " + ", ".join(f"{k}={old!r}" for k, (old, _) in clashes.items())
-                    + "; this write has " + ", ".join(f"{k}={new!r}" for k, (_, new) in clashes.items())
-                    + ". Nothing was written: write to another table or rebuild this one with the new settings."
-                )
+            _check_properties(table, current, properties)
         if (constraints or properties) and not exists:
             self._create_empty(df, location, partition_by)
         if constraints:

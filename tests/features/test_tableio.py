@@ -452,3 +452,26 @@ def test_a_write_killed_halfway_leaves_the_previous_version(spark, lakehouse, tm
     table = lakehouse.read(spark, "t/kill")
     assert table.count() == 3
     assert table.groupBy("ds", "sample_id").count().where("count > 1").count() == 0
+
+
+def test_files_of_given_days_only(lakehouse):
+    for day, ids in ((D1, ["a"]), (D2, ["b", "c"]), (D3, ["d"]), (D2, ["e"])):
+        lakehouse.write_arrow(arrow_table(rows(day, ids)), "t/days", partition_by=["ds"])
+    everything = lakehouse.files("t/days")
+    assert len(everything) == 4
+    # plain file:// URIs (no %3D): Petastorm opens them without URL-decoding
+    assert all(uri.startswith("file:///") and "/ds=" in uri and Path(uri[7:]).exists() for uri in everything)
+
+    picked = lakehouse.files("t/days", days=[D2, "2026-01-03"])
+    assert sorted(uri.split("/")[-2] for uri in picked) == ["ds=2026-01-02", "ds=2026-01-02", "ds=2026-01-03"]
+    assert set(picked) <= set(everything)
+    assert lakehouse.files("t/days", days=[dt.date(2025, 12, 31)]) == []  # a day without data: no file
+    assert [u.split("/")[-2] for u in lakehouse.files("t/days", version=0, days=[D1, D2])] == ["ds=2026-01-01"]
+    with pytest.raises(ValueError, match="days is empty"):
+        lakehouse.files("t/days", days=[])
+    with pytest.raises(TypeError, match="collection of dates"):
+        lakehouse.files("t/days", days="2026-01-01")
+
+    lakehouse.write_arrow(arrow_table(rows(D1, ["x"])), "t/flat")  # not partitioned
+    with pytest.raises(ValueError, match="'t/flat' is partitioned by nothing, not by ds"):
+        lakehouse.files("t/flat", days=[D1])

@@ -1,0 +1,128 @@
+"""What every CTR model shares: its output, the shared embedding tables, and DIN's mini-batch aware regulariser.
+
+Models take a :class:`training.reader.Batch`'s ``KeyedJaggedTensor`` and return :class:`ModelOutput`. They hold
+no optimiser, device, IO or target loss: the training loop adds ``regularization`` and ``aux_loss`` to its loss.
+(A model's own extra terms, such as DIEN's auxiliary loss, need the model's internals, so they travel in the
+output rather than being recomputed outside.)
+
+Embeddings: one TorchRec ``EmbeddingCollection`` per model with one table per id field (``item``, ``cate``, ...),
+each table serving every feature of that field (target item, history, negatives, sets: DESIGN.md section 5). The
+collection is built on the ``meta`` device; ``DistributedModelParallel`` materialises its shards.
+
+FBGEMM's fused table-batched kernels (what TorchRec shards onto) need the embedding dimension to be a multiple of
+4 (``AssertionError: embedding_dim must be a multiple of 4, but got 18``). A table is therefore stored with its
+dimension rounded up (18 -> 20) and :meth:`CTRModel.lookup` hands the model only the first ``embedding_dim``
+columns: the extra columns are never read, so they get no gradient and no update (element-wise optimizers), and
+the model is exactly the D-dimensional one.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torchrec import EmbeddingCollection, EmbeddingConfig, JaggedTensor, KeyedJaggedTensor
+
+from training.features import tables_of
+from training.layers.jagged import segment_ids
+
+
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor  # [B]
+    regularization: torch.Tensor  # scalar, already multiplied by its weight; 0 when the model has none
+    aux_loss: torch.Tensor  # scalar, already multiplied by its weight; 0 when the model has none
+
+
+class ModelConfig(BaseModel):
+    """Base of the per-model configs (the ``model:`` section); unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    embedding_dim: int = Field(default=18, ge=1)
+    mba_lambda: float = Field(default=0.0, ge=0, description="mini-batch aware L2 weight (DIN); 0 turns it off")
+
+
+class CTRModel(nn.Module):
+    """Base class: subclasses set ``name``, ``config_class`` and ``features`` and implement ``forward``."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]]
+    #: the KJT keys the model reads, in the reader's order (training.features names)
+    features: tuple[str, ...]
+
+    def __init__(self, config: ModelConfig, table_sizes: dict[str, int], features: tuple[str, ...],
+                 embedding_device: torch.device | None = None):
+        super().__init__()
+        self.config = config
+        self.features = features
+        self.table_features = tables_of(list(features))
+        missing = [table for table in self.table_features if table not in table_sizes]
+        if missing:
+            raise ValueError(f"no size given for embedding table(s) {missing}")
+        self.table_sizes = {table: int(table_sizes[table]) for table in self.table_features}
+        self.storage_dim = -(-config.embedding_dim // 4) * 4
+        self.embeddings = EmbeddingCollection(
+            tables=[
+                EmbeddingConfig(name=table, embedding_dim=self.storage_dim, num_embeddings=size,
+                                feature_names=list(self.table_features[table]))
+                for table, size in self.table_sizes.items()
+            ],
+            # meta: DistributedModelParallel allocates each shard where it lives (tests pass "cpu")
+            device=embedding_device or torch.device("meta"),
+        )
+        # 1 / n_j per table for the mini-batch aware regulariser; plain attributes (not buffers), so they are
+        # neither checkpointed nor broadcast by DDP every step. Set by the trainer from the training split.
+        self.inverse_frequencies: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def lookup(self, sparse: KeyedJaggedTensor) -> dict[str, JaggedTensor]:
+        """feature -> JaggedTensor of [N, D] embeddings (the used columns of the stored rows)."""
+        embedded = self.embeddings(sparse)
+        dim = self.config.embedding_dim
+        if dim == self.storage_dim:
+            return {name: embedded[name] for name in self.features}
+        return {name: JaggedTensor(values=embedded[name].values()[:, :dim], lengths=embedded[name].lengths())
+                for name in self.features}
+
+    @staticmethod
+    def scalar(embedded: dict[str, JaggedTensor], name: str) -> torch.Tensor:
+        """[B, D] embedding of a one-value-per-row feature."""
+        return embedded[name].values()
+
+    def set_frequencies(self, counts: dict[str, torch.Tensor | object]) -> None:
+        """n_j per table (numbers of training samples using row j), for :meth:`mba_penalty`."""
+        for table, count in counts.items():
+            if table in self.table_sizes:
+                tensor = torch.as_tensor(count, dtype=torch.float32)
+                self.inverse_frequencies[table] = 1.0 / tensor.clamp(min=1.0)
+
+    def mba_penalty(self, sparse: KeyedJaggedTensor, embedded: dict[str, JaggedTensor]) -> torch.Tensor:
+        """DIN's mini-batch aware regulariser: λ · Σ_j (Σ_{x∈B} 1[x uses j] / n_j) · ||w_j||².
+
+        Only rows looked up by the batch are regularised. Computed on the looked-up embeddings: every sample x
+        that uses row j contributes ||w_j||² / n_j once, even when j appears several times in x (in the target
+        and in the history, say), so each occurrence is weighted by 1 / (its multiplicity within the sample).
+        """
+        lam = self.config.mba_lambda
+        if lam == 0.0 or not self.training:
+            return torch.zeros((), device=sparse.values().device)
+        total = torch.zeros((), device=sparse.values().device)
+        for table, names in self.table_features.items():
+            if table not in self.inverse_frequencies:
+                raise RuntimeError(f"mba_lambda > 0 but no training frequencies were set for table {table!r}")
+            size = self.table_sizes[table]
+            ids = torch.cat([sparse[name].values() for name in names])
+            rows = torch.cat([segment_ids(sparse[name].lengths()) for name in names])
+            vectors = torch.cat([embedded[name].values() for name in names])
+            if ids.numel() == 0:
+                continue
+            _, inverse, counts = torch.unique(rows * size + ids, return_inverse=True, return_counts=True)
+            inverse_freq = self.inverse_frequencies[table].to(ids.device)
+            weights = inverse_freq[ids] / counts[inverse].to(vectors.dtype)
+            total = total + (weights * vectors.pow(2).sum(dim=1)).sum()
+        return lam * total
+
+    def forward(self, sparse: KeyedJaggedTensor) -> ModelOutput:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,594 @@
+"""Train a CTR model on ``features/samples`` with TorchRec; the ``torchrun`` entry point.
+
+    torchrun --nproc_per_node=2 -m training.train --lakehouse lakehouse --model din [--config FILE] [--set k=v]
+    torchrun --nproc_per_node=2 -m training.train --lakehouse lakehouse --resume RUN_ID
+
+Without torchrun (``python -m training.train ...``) it runs as a single process. What a run does:
+
+1. Resolves its data once on rank 0 and shares it with every rank: the samples table at a pinned Delta version
+   (``data.version``, latest when unset), the train / valid / test days from ``features/split``, the embedding
+   table sizes from ``features/vocab`` and the fixed sequence lengths from the samples table's properties. All of
+   it is recorded in ``training/runs``. Out-of-range indices, an empty split or too few row groups for the ranks
+   are errors before training starts.
+2. Builds the model on the ``meta`` device and shards its embedding tables with ``DistributedModelParallel`` (the
+   TorchRec planner picks the sharding unless ``train.sharding`` forces one); embeddings are updated by the fused
+   optimizer inside backward, the dense part by DDP + ``optim.dense_optimizer``. nccl on GPU, gloo on CPU.
+3. Trains epoch by epoch on the Petastorm reader (every rank the same number of steps), checkpoints every
+   ``train.checkpoint_every_steps`` and at each epoch end, evaluates the validation split after each epoch and
+   stops early when ``train.early_stopping_metric`` has not improved for ``train.early_stopping_patience`` epochs.
+4. Loads the best checkpoint, evaluates valid and test, writes ``training/metrics`` and the test predictions, and
+   marks the run ``succeeded``. An exception marks it ``failed`` with the error.
+
+``--resume RUN_ID`` continues a run from its newest complete checkpoint with the recorded configuration and
+data versions; the result equals the uninterrupted run (same batches in the same order, same random state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from features.tableio import Lakehouse
+from training.checkpoint import CheckpointManager, rng_state, set_rng_state
+from training.config import ConfigError, RunConfig, load_config
+from training.metrics import CTRMetrics
+from training.models import MODELS, CTRModel
+from training.reader import (
+    EmptySplitError,
+    IndexOutOfRangeError,
+    NotEnoughDataError,
+    SequenceLengthError,
+    check_index_ranges,
+    check_shardable,
+    id_frequencies,
+    read_batches,
+    resolve_files,
+    synchronised,
+)
+from training.records import FINAL_EPOCH, PREDICTIONS, PREDICTIONS_TABLE, RunRecorder, code_version, config_json
+
+VOCAB_TABLE = "features/vocab"
+SPLITS = ("train", "valid", "test")
+#: Fault injection for the kill-and-resume tests: the rank CTR_TRAIN_FAIL_RANK (default 1) exits abruptly right
+#: after global step CTR_TRAIN_FAIL_AT_STEP, as a crashed process would (no clean-up, no record).
+FAIL_AT_STEP_ENV = "CTR_TRAIN_FAIL_AT_STEP"
+FAIL_RANK_ENV = "CTR_TRAIN_FAIL_RANK"
+
+
+class TrainingInputError(RuntimeError):
+    """The data a run needs is missing or unusable; the message says which and what to run first."""
+
+
+#: errors that are the user's to fix: reported in one line (exit 1), no traceback
+INPUT_ERRORS = (ConfigError, TrainingInputError, EmptySplitError, NotEnoughDataError, IndexOutOfRangeError,
+                SequenceLengthError)
+
+
+# ---------------------------------------------------------------------------------------------------- set-up
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: torch.device
+    backend: str
+
+    def describe(self) -> str:
+        if self.device.type == "cuda":
+            return f"{self.world_size} x {torch.cuda.get_device_name(self.device)} ({self.backend})"
+        return f"{self.world_size} x cpu ({self.backend}, {torch.get_num_threads()} threads each)"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_process_group() -> None:
+    """Join the torchrun process group (or make a one-process group when started without torchrun).
+
+    With CUDA present the group gets both backends (gloo for CPU tensors, nccl for CUDA ones), so the device can
+    be chosen after rank 0 has read the run's configuration.
+    """
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    if not dist.is_initialized():
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend, timeout=dt.timedelta(minutes=30))
+
+
+def make_context(device_choice: str) -> DistContext:
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device=cuda but no CUDA device is available")
+        device, backend = torch.device("cuda", local_rank), "nccl"
+        torch.cuda.set_device(device)
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+        # ranks on one machine share its cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    return DistContext(rank, world, local_rank, local_world, device, backend)
+
+
+def broadcast(value: Any, rank: int) -> Any:
+    """Rank 0's ``value`` on every rank (an exception on rank 0 is re-raised on every rank, so none hangs)."""
+    holder = [value if rank == 0 else None]
+    dist.broadcast_object_list(holder, src=0)
+    if isinstance(holder[0], BaseException):
+        raise holder[0]
+    return holder[0]
+
+
+@dataclass
+class DataPlan:
+    table: str
+    version: int
+    split_table: str
+    split_version: int
+    vocab_version: int
+    days: dict[str, list[str]]
+    files: dict[str, list[str]]
+    table_sizes: dict[str, int]
+    sequence_lengths: dict[str, int]
+
+    def describe(self) -> str:
+        return json.dumps({"days": self.days, "table_sizes": self.table_sizes,
+                           "sequence_lengths": self.sequence_lengths}, sort_keys=True)
+
+
+def resolve_data(lakehouse: Lakehouse, cfg: RunConfig, version: int | None) -> DataPlan:
+    """Rank 0: the pinned samples version, its split days and files, table sizes and sequence lengths."""
+    for table, job in ((cfg.data.table, "jobs/build_samples.py"), (cfg.data.split_table, "jobs/build_rank_eval.py"),
+                       (VOCAB_TABLE, "jobs/build_vocab.py")):
+        if not lakehouse.exists(table):
+            raise TrainingInputError(f"table {table!r} does not exist at {lakehouse.path(table)}; run {job} first")
+    version = lakehouse.version(cfg.data.table) if version is None else version
+    properties = lakehouse.properties(cfg.data.table, version=version)
+    lengths = {key.removeprefix("ctr.samples."): int(value) for key, value in properties.items()
+               if key.startswith("ctr.samples.")}
+    split_version = lakehouse.version(cfg.data.split_table)
+    split = lakehouse.read_arrow(cfg.data.split_table, version=split_version, columns=["ds", "split"]).to_pylist()
+    days = {name: sorted(str(row["ds"]) for row in split if row["split"] == name) for name in SPLITS}
+    files = {}
+    for name in SPLITS:
+        if not days[name]:
+            raise TrainingInputError(f"the {name} split of {cfg.data.split_table} (version {split_version}) has no "
+                                     "day; run jobs/build_rank_eval.py with enough sample days")
+        files[name] = resolve_files(lakehouse, cfg.data.table, version=version, days=days[name])[1]
+    vocab_version = lakehouse.version(VOCAB_TABLE)
+    vocab = lakehouse.read_arrow(VOCAB_TABLE, version=vocab_version, columns=["field", "idx"]).to_pandas()
+    largest = vocab.groupby("field")["idx"].max().to_dict()
+    from training.features import TABLE_VOCAB_FIELD
+
+    # index 0 is padding, 1 unknown: a field with no id yet still needs those two rows
+    sizes = {table: int(max(largest.get(field_name, 1), 1)) + 1 for table, field_name in TABLE_VOCAB_FIELD.items()}
+    return DataPlan(cfg.data.table, version, cfg.data.split_table, split_version, vocab_version, days, files,
+                    sizes, lengths)
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+@dataclass
+class TrainerState:
+    epoch: int = 0  # the epoch in progress
+    step_in_epoch: int = 0  # batches of that epoch already trained
+    global_step: int = 0
+    best_step: int | None = None
+    best_value: float | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    finished: bool = False  # training is over; only the final evaluation is left
+    loss_sum: float = 0.0  # this rank's training loss over the epoch so far (the epoch's mean is recorded)
+    loss_batches: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    return {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name]
+
+
+def build_model(cfg: RunConfig, plan: DataPlan, ctx: DistContext, frequencies: dict[str, np.ndarray] | None):
+    """The model sharded by DistributedModelParallel, and its combined (fused embedding + dense) optimizer."""
+    from torchrec.distributed import DistributedModelParallel
+    from torchrec.distributed.embedding import EmbeddingCollectionSharder
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+    from torchrec.distributed.planner.types import ParameterConstraints
+    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+    from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+    from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+    model_cls = MODELS[cfg.model_name]
+    torch.manual_seed(cfg.train.seed)
+    model: CTRModel = model_cls(model_cls.config_class.model_validate(cfg.model), plan.table_sizes)
+    if frequencies is not None:
+        model.set_frequencies({table: torch.from_numpy(counts) for table, counts in frequencies.items()})
+    apply_optimizer_in_backward(_optimizer_class(cfg.optim.embedding_optimizer), model.embeddings.parameters(),
+                                {"lr": cfg.optim.embedding_lr})
+    constraints = None
+    if cfg.train.sharding != "auto":
+        constraints = {table: ParameterConstraints(sharding_types=[cfg.train.sharding])
+                       for table in model.table_sizes}
+    sharders = [EmbeddingCollectionSharder()]
+    planner = EmbeddingShardingPlanner(
+        topology=Topology(world_size=ctx.world_size, compute_device=ctx.device.type,
+                          local_world_size=ctx.local_world_size),
+        constraints=constraints,
+    )
+    sharding_plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    dmp = DistributedModelParallel(model, device=ctx.device, plan=sharding_plan, sharders=sharders)
+    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
+                                  lambda params: _optimizer_class(cfg.optim.dense_optimizer)(
+                                      params, lr=cfg.optim.dense_lr))
+    optimizer = CombinedOptimizer([dmp.fused_optimizer, dense])
+    return dmp, model, optimizer, dense, sharding_plan
+
+
+class Trainer:
+    def __init__(self, lakehouse: Lakehouse, cfg: RunConfig, ctx: DistContext, run_id: str, *, resuming: bool,
+                 plan: DataPlan, recorder: RunRecorder):
+        self.lakehouse, self.cfg, self.ctx, self.run_id = lakehouse, cfg, ctx, run_id
+        self.plan, self.recorder, self.resuming = plan, recorder, resuming
+        self.features = MODELS[cfg.model_name](
+            MODELS[cfg.model_name].config_class.model_validate(cfg.model), plan.table_sizes).features
+        self.checkpoints = CheckpointManager(
+            Path(lakehouse.path("training/checkpoints")) / run_id, rank=ctx.rank, keep=cfg.train.keep_checkpoints)
+        self.state = TrainerState()
+        fail_at = os.environ.get(FAIL_AT_STEP_ENV)
+        self.fail_at_step = int(fail_at) if fail_at else None
+        self.fail_rank = int(os.environ.get(FAIL_RANK_ENV, "1"))
+
+    def log(self, message: str) -> None:
+        if self.ctx.rank == 0:
+            print(f"[train {self.run_id}] {message}", flush=True)
+
+    # ------------------------------------------------------------------ checks and model
+    def prepare(self) -> None:
+        for split in SPLITS:
+            check_shardable(self.plan.files[split], self.ctx.world_size)
+            check_index_ranges(self.plan.files[split], self.features, self.plan.table_sizes)
+        frequencies = None
+        model_cfg = MODELS[self.cfg.model_name].config_class.model_validate(self.cfg.model)
+        if model_cfg.mba_lambda > 0:
+            frequencies = id_frequencies(self.plan.files["train"], self.features, self.plan.table_sizes)
+        self.dmp, self.model, self.optimizer, self.dense_optimizer, sharding_plan = build_model(
+            self.cfg, self.plan, self.ctx, frequencies)
+        self.log(f"sharding plan:\n{sharding_plan}")
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        # the trainer's position travels as one JSON string: DCP flattens nested containers, and an empty list
+        # or a None would otherwise leave no key to load back
+        # per rank: the loss sums and the random state differ between ranks (an object saved under a key that every
+        # rank has is written by one rank only)
+        return {"model": self.dmp.state_dict(), "optim": self.optimizer.state_dict(),
+                f"trainer/rank{self.ctx.rank}": json.dumps(self.state.as_dict()),
+                f"rng/rank{self.ctx.rank}": rng_state()}
+
+    def save_checkpoint(self) -> None:
+        self.sync_buffers()  # replicated tensors are written by one rank (DCP picks which): make them equal first
+        self.checkpoints.save(self.state.global_step, self.checkpoint_state(), best_step=self.state.best_step)
+        if self.ctx.rank == 0:
+            self.recorder.upsert(best_step=self.state.best_step, best_metric=self.state.best_value)
+
+    def restore(self, *, reset_optimizer: bool = False) -> None:
+        path, skipped = self.checkpoints.latest()
+        for item in skipped:
+            self.log(f"skipping checkpoint {item.path}: {item.reason}")
+        if path is None:
+            self.log("no complete checkpoint: starting from the beginning")
+            return
+        if not reset_optimizer:
+            # Adam's state is created at its first step; DCP loads in place, so it must exist first (a step with
+            # zero gradients leaves the weights as they are; the loaded state then replaces its moments and count)
+            self.dense_optimizer.init_state()
+        state = self.checkpoint_state()
+        if reset_optimizer:
+            del state["optim"]
+        self.checkpoints.load(path, state)
+        self.dmp.load_state_dict(state["model"])
+        if not reset_optimizer:
+            self.optimizer.load_state_dict(state["optim"])
+        self.state = TrainerState(**json.loads(state[f"trainer/rank{self.ctx.rank}"]))
+        set_rng_state(state[f"rng/rank{self.ctx.rank}"])
+        self.log(f"resumed from {path} (epoch {self.state.epoch}, step {self.state.step_in_epoch} of it, "
+                 f"global step {self.state.global_step})")
+
+    # ------------------------------------------------------------------ loops
+    def batches(self, split: str, *, epoch: int, train: bool):
+        size = self.cfg.data.batch_size if train else self.cfg.data.eval_batch_size
+        source = read_batches(self.plan.files[split], self.features, size, rank=self.ctx.rank,
+                              world_size=self.ctx.world_size, seed=self.cfg.train.seed, epoch=epoch, shuffle=train,
+                              drop_last=train, prefetch=self.cfg.data.prefetch)
+        return synchronised(source, mode="train" if train else "eval", features=self.features,
+                            device=self.ctx.device)
+
+    def train_epoch(self) -> float:
+        """Train the rest of the current epoch; returns the epoch's mean training loss over all ranks."""
+        from tqdm import tqdm
+
+        state, cfg = self.state, self.cfg
+        skip = state.step_in_epoch
+        bar = tqdm(desc=f"epoch {state.epoch}", unit="batch", disable=not (cfg.train.progress and self.ctx.rank == 0),
+                   initial=skip, dynamic_ncols=True, mininterval=1.0)
+        started, samples = time.perf_counter(), 0
+        self.dmp.train()
+        with contextlib.closing(self.batches("train", epoch=state.epoch, train=True)) as batches:
+            for index, batch in enumerate(batches):
+                if index < skip:
+                    continue  # a resumed epoch replays the same batches up to where the checkpoint was taken
+                if cfg.train.max_steps_per_epoch is not None and index >= cfg.train.max_steps_per_epoch:
+                    break
+                batch = batch.to(self.ctx.device, non_blocking=True)
+                output = self.dmp(batch.sparse)
+                loss = F.binary_cross_entropy_with_logits(output.logits, batch.labels)
+                total = loss + output.regularization + output.aux_loss
+                self.optimizer.zero_grad()
+                total.backward()
+                self.optimizer.step()
+                state.step_in_epoch += 1
+                state.global_step += 1
+                state.loss_sum += loss.item()
+                state.loss_batches += 1
+                samples += len(batch)
+                elapsed = time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}",
+                                samples_s=f"{samples * self.ctx.world_size / max(elapsed, 1e-9):,.0f}")
+                every = cfg.train.checkpoint_every_steps
+                if every and state.global_step % every == 0:
+                    self.save_checkpoint()
+                if self.fail_at_step == state.global_step and self.ctx.rank == self.fail_rank:
+                    bar.close()
+                    print(f"[rank {self.ctx.rank}] fault injection: exiting at step {state.global_step}", flush=True)
+                    os._exit(3)
+        bar.close()
+        if state.step_in_epoch == 0:
+            raise TrainingInputError("the train split gave no full batch on some rank: lower data.batch_size or use "
+                                     "fewer ranks")
+        rate = samples * self.ctx.world_size / max(time.perf_counter() - started, 1e-9)
+        totals = torch.tensor([state.loss_sum, float(state.loss_batches)], dtype=torch.float64)
+        dist.all_reduce(totals)
+        mean_loss = float(totals[0] / totals[1])
+        self.log(f"epoch {state.epoch}: {state.step_in_epoch} steps, mean loss {mean_loss:.4f}, "
+                 f"~{rate:,.0f} samples/s")
+        return mean_loss
+
+    @torch.no_grad()
+    def sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (Dice's running statistics) before evaluating and checkpointing.
+
+        TorchRec wraps the dense part in DDP with ``broadcast_buffers=False``, so each rank updates its own running
+        statistics from its own batches. A checkpoint stores one copy of a replicated tensor, written by whichever
+        rank DCP picks; syncing first makes that copy, and every evaluation, the same on a resumed run as on an
+        uninterrupted one.
+        """
+        if self.ctx.world_size == 1:
+            return
+        for _, buffer in self.dmp.named_buffers():
+            if buffer.is_floating_point() or buffer.dtype in (torch.int64, torch.int32):
+                dist.broadcast(buffer.data, src=0)
+
+    @torch.no_grad()
+    def evaluate(self, split: str, *, collect: bool = False) -> tuple[dict[str, float], dict[str, np.ndarray] | None]:
+        metrics = CTRMetrics().to(self.ctx.device)
+        kept: dict[str, list[np.ndarray]] = {"sample_id": [], "user_idx": [], "score": [], "label": []}
+        self.sync_buffers()
+        self.dmp.eval()
+        try:
+            with contextlib.closing(self.batches(split, epoch=0, train=False)) as batches:
+                for batch in batches:
+                    batch = batch.to(self.ctx.device, non_blocking=True)
+                    logits = self.dmp(batch.sparse).logits
+                    real = batch.weights > 0
+                    metrics.update(logits[real], batch.labels[real], batch.groups[real])
+                    if collect and bool(real.any()):
+                        real_cpu = real.cpu().numpy()
+                        kept["sample_id"].append(np.asarray(batch.sample_ids)[real_cpu])
+                        kept["user_idx"].append(batch.groups[real].cpu().numpy())
+                        kept["score"].append(torch.sigmoid(logits[real]).double().cpu().numpy())
+                        kept["label"].append(batch.labels[real].cpu().numpy())
+            values = metrics.compute()
+        finally:
+            self.dmp.train()
+        predictions = None
+        if collect:
+            predictions = {key: (np.concatenate(parts) if parts else np.empty(0)) for key, parts in kept.items()}
+        return values, predictions
+
+    def improved(self, value: float) -> bool:
+        best = self.state.best_value
+        if math.isnan(value):
+            return False
+        if best is None:
+            return True
+        return value < best if self.cfg.train.early_stopping_metric == "logloss" else value > best
+
+    def fit(self) -> None:
+        state, cfg = self.state, self.cfg
+        while not state.finished:
+            train_loss = self.train_epoch()
+            valid, _ = self.evaluate("valid")
+            self.log(f"epoch {state.epoch} valid: " + ", ".join(f"{k} {v:.4f}" for k, v in valid.items()))
+            if self.ctx.rank == 0:
+                self.recorder.metrics("epoch", state.epoch, state.global_step,
+                                      {"train": {"loss": train_loss}, "valid": valid})
+            value = valid[cfg.train.early_stopping_metric]
+            if self.improved(value):
+                state.best_step, state.best_value, state.bad_epochs = state.global_step, value, 0
+            else:
+                state.bad_epochs += 1
+            state.history.append({"epoch": state.epoch, "step": state.global_step, **valid})
+            patience = cfg.train.early_stopping_patience
+            state.stopped_early = patience > 0 and state.bad_epochs >= patience
+            state.epoch += 1
+            state.step_in_epoch, state.loss_sum, state.loss_batches = 0, 0.0, 0
+            state.finished = state.stopped_early or state.epoch >= cfg.train.epochs
+            self.save_checkpoint()
+            if state.stopped_early:
+                self.log(f"early stop: valid {cfg.train.early_stopping_metric} did not improve for "
+                         f"{state.bad_epochs} epoch(s)")
+
+    def finish(self) -> dict[str, dict[str, float]]:
+        """Evaluate the best checkpoint on valid and test; write final metrics and test predictions."""
+        best = self.state.best_step
+        if best is not None and best != self.state.global_step:
+            model_state = {"model": self.dmp.state_dict()}
+            self.checkpoints.load(self.checkpoints.path_for(best), model_state)
+            self.dmp.load_state_dict(model_state["model"])
+            self.log(f"loaded the best checkpoint (step {best}) for the final evaluation")
+        valid, _ = self.evaluate("valid")
+        test, predictions = self.evaluate("test", collect=True)
+        final = {"valid": valid, "test": test}
+        if self.ctx.rank == 0:
+            if not self.lakehouse.exists(PREDICTIONS_TABLE):  # rank 0 creates it, so ranks never race to
+                self.lakehouse.write_arrow(PREDICTIONS.empty_table(), PREDICTIONS_TABLE, mode="append",
+                                           partition_by=["run_id"])
+            self.recorder.metrics("final", FINAL_EPOCH, self.state.global_step, final)
+        dist.barrier()
+        assert predictions is not None
+        self.recorder.predictions(self.ctx.rank, predictions["sample_id"], predictions["user_idx"],
+                                  predictions["score"], predictions["label"])
+        dist.barrier()
+        for split, values in final.items():
+            self.log(f"final {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        return final
+
+
+# ---------------------------------------------------------------------------------------------------- entry point
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--lakehouse", required=True, help="lakehouse root with features/samples, split and vocab")
+    parser.add_argument("--model", choices=sorted(MODELS), help="model to train (not with --resume)")
+    parser.add_argument("--config", type=Path, help="YAML file overriding the model's defaults")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. train.epochs=2 or model.embedding_dim=8")
+    parser.add_argument("--run-id", help="id for a new run (default: model-timestamp-random)")
+    parser.add_argument("--resume", metavar="RUN_ID", help="continue this run from its newest complete checkpoint")
+    parser.add_argument("--reset-optimizer", action="store_true",
+                        help="with --resume: load the weights but start the optimizers afresh (the result then "
+                             "differs from an uninterrupted run)")
+    args = parser.parse_args(argv)
+    if args.reset_optimizer and not args.resume:
+        parser.error("--reset-optimizer needs --resume RUN_ID")
+    if args.resume and (args.model or args.config or args.set or args.run_id):
+        parser.error("--resume takes the recorded configuration: do not pass --model, --config, --set or --run-id")
+    if not args.resume and not args.model:
+        parser.error("--model is required (or --resume RUN_ID)")
+    return args
+
+
+def _prepare_run(args: argparse.Namespace, lakehouse: Lakehouse) -> tuple[RunConfig, str, int | None, int]:
+    """Rank 0: the config, run id, data version and attempt number (from the record when resuming)."""
+    if args.resume:
+        previous = RunRecorder(lakehouse, args.resume).previous()
+        if previous is None:
+            raise TrainingInputError(f"no run {args.resume!r} in training/runs of {lakehouse.root}")
+        if previous["status"] == "succeeded":
+            raise TrainingInputError(f"run {args.resume!r} already succeeded; start a new run instead")
+        cfg = RunConfig.model_validate(json.loads(previous["config"]))
+        return cfg, args.resume, previous["feature_version"], int(previous["attempt"]) + 1
+    cfg = load_config(args.model, args.config, args.set)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    return cfg, args.run_id or f"{args.model}-{stamp}-{uuid.uuid4().hex[:6]}", cfg.data.version, 1
+
+
+def _raise_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(f"terminated by signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    lakehouse = Lakehouse(args.lakehouse)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)  # torchrun stops surviving ranks with SIGTERM: record it
+    ctx = None
+    recorder = None
+    try:
+        init_process_group()
+        prepared: Any = None
+        if dist.get_rank() == 0:
+            try:
+                prepared = _prepare_run(args, lakehouse)
+            except (ConfigError, TrainingInputError) as err:
+                prepared = err  # every rank must learn of it, or the others wait forever
+        cfg, run_id, version, attempt = broadcast(prepared, dist.get_rank())
+        ctx = make_context(cfg.train.device)
+        recorder = RunRecorder(lakehouse, run_id)
+        plan_or_error: Any = None
+        if ctx.rank == 0:
+            try:
+                plan_or_error = resolve_data(lakehouse, cfg, version)
+            except Exception as err:  # every rank must learn of it, or the others wait forever
+                plan_or_error = TrainingInputError(str(err)) if not isinstance(err, TrainingInputError) else err
+        plan: DataPlan = broadcast(plan_or_error, ctx.rank)
+        if ctx.rank == 0:
+            recorder.upsert(
+                model=cfg.model_name, status="running", attempt=attempt, config=config_json(cfg),
+                feature_table=plan.table, feature_version=plan.version, split_table=plan.split_table,
+                split_version=plan.split_version, vocab_version=plan.vocab_version, splits=plan.describe(),
+                code_version=code_version(), torch_version=torch.__version__, devices=ctx.describe(),
+                world_size=ctx.world_size, started_at=dt.datetime.now(dt.UTC), finished_at=None,
+                checkpoint_dir=str(Path(lakehouse.path("training/checkpoints")) / run_id), error=None,
+            )
+        trainer = Trainer(lakehouse, cfg, ctx, run_id, resuming=bool(args.resume), plan=plan, recorder=recorder)
+        trainer.log(f"{'resuming' if args.resume else 'starting'} run on {ctx.describe()}: {cfg.data.table} "
+                    f"version {plan.version}, splits {plan.days}")
+        trainer.prepare()
+        if args.resume:
+            trainer.restore(reset_optimizer=args.reset_optimizer)
+        trainer.fit()
+        final = trainer.finish()
+        if ctx.rank == 0:
+            recorder.upsert(status="succeeded", finished_at=dt.datetime.now(dt.UTC),
+                            best_step=trainer.state.best_step, best_metric=trainer.state.best_value)
+            print(json.dumps({"run_id": run_id, **{f"{split}_{k}": v for split, values in final.items()
+                                                   for k, v in values.items()}}, sort_keys=True))
+        return 0
+    except INPUT_ERRORS as err:
+        print(f"training: {err}", file=sys.stderr)
+        _record_failure(ctx, recorder, str(err))
+        return 1
+    except BaseException:
+        _record_failure(ctx, recorder, traceback.format_exc())
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _record_failure(ctx: DistContext | None, recorder: RunRecorder | None, error: str) -> None:
+    if ctx is None or ctx.rank != 0 or recorder is None or not recorder.row:
+        return
+    try:
+        recorder.upsert(status="failed", finished_at=dt.datetime.now(dt.UTC), error=error[-4000:])
+    except Exception as err:  # the original error matters more than this one
+        print(f"training: could not record the failure in training/runs: {err}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
