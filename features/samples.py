@@ -111,6 +111,8 @@ class SamplesConfig(JobConfig):
     negative_window_seconds: int = Field(default=1_800, ge=0, description="exposure negatives outside the request")
     click_window_seconds: int = Field(default=1_800, ge=0, description="click attribution without a request")
     seed: int = 0
+    output_files: int = Field(default=4, ge=1, description="files (row groups) per day of features/samples; "
+                              "the trainer needs at least one per rank")
 
     @model_validator(mode="after")
     def _sets_fit(self) -> SamplesConfig:

@@ -58,7 +58,10 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
     for frame in day.shared:
         frame.persist()
     try:
-        out = {S.SAMPLES_TABLE: lh.write(day.samples, S.SAMPLES_TABLE, mode="overwrite", replace_ds=[ds],
+        # a fixed number of files per day (hash of sample_id: the same on a rerun), so N training ranks, which
+        # Petastorm shards by row group, each get data however small the day is
+        samples = day.samples.repartition(cfg.output_files, "sample_id")
+        out = {S.SAMPLES_TABLE: lh.write(samples, S.SAMPLES_TABLE, mode="overwrite", replace_ds=[ds],
                                          partition_by=["ds"], constraints=S.samples_constraints(cfg),
                                          properties=cfg.table_properties()),
                S.STATE_TABLE: lh.write(day.state, S.STATE_TABLE, mode="overwrite", replace_ds=[ds],

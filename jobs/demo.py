@@ -3,14 +3,17 @@
     python -m jobs.demo --lakehouse ./lakehouse [--preset small|large]
 
 Today the pipeline is the synthetic raw log (``jobs.generate_synthetic``) followed, day by day in order, by the
-feature jobs (``validate_events``, ``build_vocab``, ``build_samples``) and, for the last day, the evaluation sets
-(``build_rank_eval``); training joins this command with its issue. The summary at the end is read back through
-delta-rs (no JVM), the way users read the tables.
+feature jobs (``validate_events``, ``build_vocab``, ``build_samples``), for the last day the evaluation sets
+(``build_rank_eval``), and then DIN trained on 2 CPU ranks (``torchrun -m training.train``, a separate process
+group as on a cluster). The summary at the end is read back through delta-rs (no JVM), the way users read the
+tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import subprocess
 import sys
 
 from features.tableio import Lakehouse
@@ -28,6 +31,20 @@ RAW_TABLES = ("raw/events", "raw/items", "raw/users", "raw/click_truth", "raw/pl
 FEATURE_JOBS = (validate_events, build_vocab, build_samples)  # run for every generated day, in day order
 FEATURE_TABLES = ("features/events_clean", "features/quarantine", "features/vocab", "features/samples",
                   "features/user_state", "features/split", "features/rank_eval", "features/runs")
+TRAINING_TABLES = ("training/runs", "training/metrics", "training/predictions")
+TRAINING = {  # preset -> (epochs, batch size): the tiny log has a few hundred samples per day and rank
+    "tiny": (1, 128), "small": (2, 1024), "large": (1, 1024),
+}
+
+
+def train(lakehouse: str, preset: str, run_id: str) -> int:
+    """DIN on 2 CPU ranks through the real entry point (what a user runs with torchrun)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "training.train", "--lakehouse", lakehouse, "--model", "din", "--run-id", run_id,
+               "--set", f"train.epochs={TRAINING[preset][0]}", "--set", f"data.batch_size={TRAINING[preset][1]}",
+               "--set", "train.device=cpu"]
+    print("\n$ " + " ".join(["torchrun", *command[3:]]), flush=True)
+    return subprocess.run(command).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,10 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     if status != 0:
         return status
     lakehouse = Lakehouse(args.lakehouse)
+    run_id = f"demo-din-{args.preset}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+    status = train(args.lakehouse, args.preset, run_id)
+    if status != 0:
+        return status
     print(f"\nlakehouse: {lakehouse.root}")
     print(f"{'table':<26}{'version':>8}{'rows':>12}  location")
-    for table in RAW_TABLES + FEATURE_TABLES:
+    for table in RAW_TABLES + FEATURE_TABLES + TRAINING_TABLES:
         print(f"{table:<26}{lakehouse.version(table):>8}{lakehouse.count(table):>12}  {lakehouse.path(table)}")
+    final = lakehouse.read_arrow("training/metrics", where=f"run_id = '{run_id}' AND kind = 'final'").to_pylist()
+    print(f"\nDIN run {run_id}: " + ", ".join(f"{r['split']} {r['metric']} {r['value']:.4f}" for r in final
+                                              if r["metric"] in ("auc", "gauc", "logloss")))
     print("\nread them with Spark (format('delta')), deltalake or polars.read_delta; "
           "raw/click_truth and raw/planted_corruptions are for evaluation only.")
     return 0

@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import math
 import os
+import resource
 import signal
 import socket
 import sys
@@ -235,7 +236,8 @@ def build_model(cfg: RunConfig, plan: DataPlan, ctx: DistContext, frequencies: d
     if cfg.train.sharding != "auto":
         constraints = {table: ParameterConstraints(sharding_types=[cfg.train.sharding])
                        for table in model.table_sizes}
-    sharders = [EmbeddingCollectionSharder()]
+    # index dedup (fbgemm::jagged_unique_indices) has only a CUDA kernel
+    sharders = [EmbeddingCollectionSharder(use_index_dedup=ctx.device.type == "cuda")]
     planner = EmbeddingShardingPlanner(
         topology=Topology(world_size=ctx.world_size, compute_device=ctx.device.type,
                           local_world_size=ctx.local_world_size),
@@ -328,8 +330,12 @@ class Trainer:
         return synchronised(source, mode="train" if train else "eval", features=self.features,
                             device=self.ctx.device)
 
-    def train_epoch(self) -> float:
-        """Train the rest of the current epoch; returns the epoch's mean training loss over all ranks."""
+    def train_epoch(self) -> dict[str, float]:
+        """Train the rest of the current epoch.
+
+        Returns the epoch's mean training loss over all ranks, the throughput of this (part of the) epoch in samples
+        per second over all ranks (reader included), and the largest peak RSS of a rank so far (MiB).
+        """
         from tqdm import tqdm
 
         state, cfg = self.state, self.cfg
@@ -371,13 +377,16 @@ class Trainer:
         if state.step_in_epoch == 0:
             raise TrainingInputError("the train split gave no full batch on some rank: lower data.batch_size or use "
                                      "fewer ranks")
-        rate = samples * self.ctx.world_size / max(time.perf_counter() - started, 1e-9)
-        totals = torch.tensor([state.loss_sum, float(state.loss_batches)], dtype=torch.float64)
+        seconds = time.perf_counter() - started
+        totals = torch.tensor([state.loss_sum, float(state.loss_batches), float(samples)], dtype=torch.float64)
         dist.all_reduce(totals)
-        mean_loss = float(totals[0] / totals[1])
-        self.log(f"epoch {state.epoch}: {state.step_in_epoch} steps, mean loss {mean_loss:.4f}, "
-                 f"~{rate:,.0f} samples/s")
-        return mean_loss
+        peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0], dtype=torch.float64)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        summary = {"loss": float(totals[0] / totals[1]), "samples_per_second": float(totals[2]) / max(seconds, 1e-9),
+                   "peak_rss_mib": float(peak[0])}
+        self.log(f"epoch {state.epoch}: {state.step_in_epoch} steps, mean loss {summary['loss']:.4f}, "
+                 f"{summary['samples_per_second']:,.0f} samples/s, peak RSS {summary['peak_rss_mib']:,.0f} MiB")
+        return summary
 
     @torch.no_grad()
     def sync_buffers(self) -> None:
@@ -432,12 +441,12 @@ class Trainer:
     def fit(self) -> None:
         state, cfg = self.state, self.cfg
         while not state.finished:
-            train_loss = self.train_epoch()
+            train_summary = self.train_epoch()
             valid, _ = self.evaluate("valid")
             self.log(f"epoch {state.epoch} valid: " + ", ".join(f"{k} {v:.4f}" for k, v in valid.items()))
             if self.ctx.rank == 0:
                 self.recorder.metrics("epoch", state.epoch, state.global_step,
-                                      {"train": {"loss": train_loss}, "valid": valid})
+                                      {"train": train_summary, "valid": valid})
             value = valid[cfg.train.early_stopping_metric]
             if self.improved(value):
                 state.best_step, state.best_value, state.bad_epochs = state.global_step, value, 0
@@ -515,7 +524,11 @@ def _prepare_run(args: argparse.Namespace, lakehouse: Lakehouse) -> tuple[RunCon
         return cfg, args.resume, previous["feature_version"], int(previous["attempt"]) + 1
     cfg = load_config(args.model, args.config, args.set)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    return cfg, args.run_id or f"{args.model}-{stamp}-{uuid.uuid4().hex[:6]}", cfg.data.version, 1
+    run_id = args.run_id or f"{args.model}-{stamp}-{uuid.uuid4().hex[:6]}"
+    if RunRecorder(lakehouse, run_id).previous() is not None:
+        raise TrainingInputError(f"run {run_id!r} already exists in training/runs: continue it with --resume "
+                                 f"{run_id} or choose another --run-id")
+    return cfg, run_id, cfg.data.version, 1
 
 
 def _raise_on_sigterm(signum: int, frame: Any) -> None:

@@ -12,7 +12,7 @@ def test_demo_builds_the_raw_lakehouse_and_prints_where_it_is(spark, tmp_path, c
     out = capsys.readouterr().out
     lakehouse = Lakehouse(root)
     assert f"lakehouse: {lakehouse.root}" in out
-    for table in demo.RAW_TABLES + demo.FEATURE_TABLES:
+    for table in demo.RAW_TABLES + demo.FEATURE_TABLES + demo.TRAINING_TABLES:
         assert lakehouse.exists(table)
         assert lakehouse.path(table) in out
     assert lakehouse.count("raw/users") == 60
@@ -26,3 +26,10 @@ def test_demo_builds_the_raw_lakehouse_and_prints_where_it_is(spark, tmp_path, c
     clean = lakehouse.read_arrow("features/events_clean", columns=["event_type"]).column(0).to_pylist()
     assert lakehouse.count("features/samples") == clean.count("impression")
     assert lakehouse.count("features/rank_eval") > 0
+    # then DIN trained on the samples the jobs built, on 2 ranks: every day has a file per rank
+    run = lakehouse.read_arrow("training/runs").to_pylist()
+    assert len(run) == 1 and run[0]["status"] == "succeeded" and run[0]["world_size"] == 2
+    test_days = [str(r["ds"]) for r in lakehouse.read_arrow("features/split").to_pylist() if r["split"] == "test"]
+    test_samples = lakehouse.read_arrow("features/samples", columns=["ds"]).column("ds").to_pylist()
+    assert lakehouse.count("training/predictions") == sum(str(d) in test_days for d in test_samples) > 0
+    assert f"DIN run {run[0]['run_id']}: valid auc" in out

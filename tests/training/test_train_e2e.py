@@ -103,7 +103,10 @@ def test_killed_run_resumes_to_the_same_result_and_skips_a_half_written_checkpoi
 
     expected, got = metrics(straight_lakehouse, "straight"), metrics(lakehouse, "broken")
     assert expected.keys() == got.keys()
+    timings = ("samples_per_second", "peak_rss_mib")  # measurements of the process, not results
     for key, value in expected.items():
+        if key[3] in timings:
+            continue
         assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     straight_scores, resumed_scores = predictions(straight_lakehouse, "straight"), predictions(lakehouse, "broken")
     ids = sorted(straight_scores)

@@ -55,7 +55,8 @@ class Dice(nn.Module):
                     "use a larger batch or call .eval() to use the running statistics"
                 )
         p = torch.sigmoid(self.bn(x))
-        return p * x + (1.0 - p) * self.alpha * x
+        # p·s + (1 − p)·α·s = s·(α + p·(1 − α)): the same value in two [N, H] operations instead of five
+        return x * torch.addcmul(self.alpha, p, 1.0 - self.alpha)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.bn.eps}, momentum={self.bn.momentum}"
