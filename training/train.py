@@ -162,8 +162,12 @@ class DataPlan:
                            "sequence_lengths": self.sequence_lengths}, sort_keys=True)
 
 
-def resolve_data(lakehouse: Lakehouse, cfg: RunConfig, version: int | None) -> DataPlan:
-    """Rank 0: the pinned samples version, its split days and files, table sizes and sequence lengths."""
+def resolve_data(lakehouse: Lakehouse, cfg: RunConfig, version: int | None,
+                 split_version: int | None = None, vocab_version: int | None = None) -> DataPlan:
+    """Rank 0: the pinned samples version, its split days and files, table sizes and sequence lengths.
+
+    The versions default to the latest; a resumed run passes the ones it recorded, so it trains on the same data.
+    """
     for table, job in ((cfg.data.table, "jobs/build_samples.py"), (cfg.data.split_table, "jobs/build_rank_eval.py"),
                        (VOCAB_TABLE, "jobs/build_vocab.py")):
         if not lakehouse.exists(table):
@@ -172,7 +176,7 @@ def resolve_data(lakehouse: Lakehouse, cfg: RunConfig, version: int | None) -> D
     properties = lakehouse.properties(cfg.data.table, version=version)
     lengths = {key.removeprefix("ctr.samples."): int(value) for key, value in properties.items()
                if key.startswith("ctr.samples.")}
-    split_version = lakehouse.version(cfg.data.split_table)
+    split_version = lakehouse.version(cfg.data.split_table) if split_version is None else split_version
     split = lakehouse.read_arrow(cfg.data.split_table, version=split_version, columns=["ds", "split"]).to_pylist()
     days = {name: sorted(str(row["ds"]) for row in split if row["split"] == name) for name in SPLITS}
     files = {}
@@ -181,7 +185,7 @@ def resolve_data(lakehouse: Lakehouse, cfg: RunConfig, version: int | None) -> D
             raise TrainingInputError(f"the {name} split of {cfg.data.split_table} (version {split_version}) has no "
                                      "day; run jobs/build_rank_eval.py with enough sample days")
         files[name] = resolve_files(lakehouse, cfg.data.table, version=version, days=days[name])[1]
-    vocab_version = lakehouse.version(VOCAB_TABLE)
+    vocab_version = lakehouse.version(VOCAB_TABLE) if vocab_version is None else vocab_version
     vocab = lakehouse.read_arrow(VOCAB_TABLE, version=vocab_version, columns=["field", "idx"]).to_pandas()
     largest = vocab.groupby("field")["idx"].max().to_dict()
     from training.features import TABLE_VOCAB_FIELD
@@ -512,8 +516,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _prepare_run(args: argparse.Namespace, lakehouse: Lakehouse) -> tuple[RunConfig, str, int | None, int]:
-    """Rank 0: the config, run id, data version and attempt number (from the record when resuming)."""
+def _prepare_run(args: argparse.Namespace, lakehouse: Lakehouse) -> tuple[RunConfig, str, dict[str, Any], int]:
+    """Rank 0: the config, run id, pinned data versions and attempt number (from the record when resuming)."""
     if args.resume:
         previous = RunRecorder(lakehouse, args.resume).previous()
         if previous is None:
@@ -521,14 +525,16 @@ def _prepare_run(args: argparse.Namespace, lakehouse: Lakehouse) -> tuple[RunCon
         if previous["status"] == "succeeded":
             raise TrainingInputError(f"run {args.resume!r} already succeeded; start a new run instead")
         cfg = RunConfig.model_validate(json.loads(previous["config"]))
-        return cfg, args.resume, previous["feature_version"], int(previous["attempt"]) + 1
+        versions = {"version": previous["feature_version"], "split_version": previous["split_version"],
+                    "vocab_version": previous["vocab_version"]}
+        return cfg, args.resume, versions, int(previous["attempt"]) + 1
     cfg = load_config(args.model, args.config, args.set)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     run_id = args.run_id or f"{args.model}-{stamp}-{uuid.uuid4().hex[:6]}"
     if RunRecorder(lakehouse, run_id).previous() is not None:
         raise TrainingInputError(f"run {run_id!r} already exists in training/runs: continue it with --resume "
                                  f"{run_id} or choose another --run-id")
-    return cfg, run_id, cfg.data.version, 1
+    return cfg, run_id, {"version": cfg.data.version}, 1
 
 
 def _raise_on_sigterm(signum: int, frame: Any) -> None:
@@ -549,13 +555,13 @@ def main(argv: list[str] | None = None) -> int:
                 prepared = _prepare_run(args, lakehouse)
             except (ConfigError, TrainingInputError) as err:
                 prepared = err  # every rank must learn of it, or the others wait forever
-        cfg, run_id, version, attempt = broadcast(prepared, dist.get_rank())
+        cfg, run_id, versions, attempt = broadcast(prepared, dist.get_rank())
         ctx = make_context(cfg.train.device)
         recorder = RunRecorder(lakehouse, run_id)
         plan_or_error: Any = None
         if ctx.rank == 0:
             try:
-                plan_or_error = resolve_data(lakehouse, cfg, version)
+                plan_or_error = resolve_data(lakehouse, cfg, **versions)
             except Exception as err:  # every rank must learn of it, or the others wait forever
                 plan_or_error = TrainingInputError(str(err)) if not isinstance(err, TrainingInputError) else err
         plan: DataPlan = broadcast(plan_or_error, ctx.rank)
