@@ -219,8 +219,15 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     return {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name]
 
 
-def build_model(cfg: RunConfig, plan: DataPlan, ctx: DistContext, frequencies: dict[str, np.ndarray] | None):
-    """The model sharded by DistributedModelParallel, and its combined (fused embedding + dense) optimizer."""
+def create_model(cfg: RunConfig, plan: DataPlan) -> CTRModel:
+    """The configured model, unsharded (embedding tables on the meta device), seeded by ``train.seed``."""
+    model_cls = MODELS[cfg.model_name]
+    torch.manual_seed(cfg.train.seed)
+    return model_cls(model_cls.config_class.model_validate(cfg.model), plan.table_sizes)
+
+
+def shard_model(model: CTRModel, cfg: RunConfig, ctx: DistContext):
+    """``model`` sharded by DistributedModelParallel, and its combined (fused embedding + dense) optimizer."""
     from torchrec.distributed import DistributedModelParallel
     from torchrec.distributed.embedding import EmbeddingCollectionSharder
     from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
@@ -229,11 +236,6 @@ def build_model(cfg: RunConfig, plan: DataPlan, ctx: DistContext, frequencies: d
     from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-    model_cls = MODELS[cfg.model_name]
-    torch.manual_seed(cfg.train.seed)
-    model: CTRModel = model_cls(model_cls.config_class.model_validate(cfg.model), plan.table_sizes)
-    if frequencies is not None:
-        model.set_frequencies({table: torch.from_numpy(counts) for table, counts in frequencies.items()})
     apply_optimizer_in_backward(_optimizer_class(cfg.optim.embedding_optimizer), model.embeddings.parameters(),
                                 {"lr": cfg.optim.embedding_lr})
     constraints = None
@@ -253,16 +255,16 @@ def build_model(cfg: RunConfig, plan: DataPlan, ctx: DistContext, frequencies: d
                                   lambda params: _optimizer_class(cfg.optim.dense_optimizer)(
                                       params, lr=cfg.optim.dense_lr))
     optimizer = CombinedOptimizer([dmp.fused_optimizer, dense])
-    return dmp, model, optimizer, dense, sharding_plan
+    return dmp, optimizer, dense, sharding_plan
 
 
 class Trainer:
-    def __init__(self, lakehouse: Lakehouse, cfg: RunConfig, ctx: DistContext, run_id: str, *, resuming: bool,
+    def __init__(self, lakehouse: Lakehouse, cfg: RunConfig, ctx: DistContext, run_id: str, *,
                  plan: DataPlan, recorder: RunRecorder):
         self.lakehouse, self.cfg, self.ctx, self.run_id = lakehouse, cfg, ctx, run_id
-        self.plan, self.recorder, self.resuming = plan, recorder, resuming
-        self.features = MODELS[cfg.model_name](
-            MODELS[cfg.model_name].config_class.model_validate(cfg.model), plan.table_sizes).features
+        self.plan, self.recorder = plan, recorder
+        self.model = create_model(cfg, plan)  # sharded in prepare(), after the data checks
+        self.features = self.model.features
         self.checkpoints = CheckpointManager(
             Path(lakehouse.path("training/checkpoints")) / run_id, rank=ctx.rank, keep=cfg.train.keep_checkpoints)
         self.state = TrainerState()
@@ -279,12 +281,10 @@ class Trainer:
         for split in SPLITS:
             check_shardable(self.plan.files[split], self.ctx.world_size)
             check_index_ranges(self.plan.files[split], self.features, self.plan.table_sizes)
-        frequencies = None
-        model_cfg = MODELS[self.cfg.model_name].config_class.model_validate(self.cfg.model)
-        if model_cfg.mba_lambda > 0:
-            frequencies = id_frequencies(self.plan.files["train"], self.features, self.plan.table_sizes)
-        self.dmp, self.model, self.optimizer, self.dense_optimizer, sharding_plan = build_model(
-            self.cfg, self.plan, self.ctx, frequencies)
+        if self.model.config.mba_lambda > 0:
+            counts = id_frequencies(self.plan.files["train"], self.features, self.plan.table_sizes)
+            self.model.set_frequencies({table: torch.from_numpy(n) for table, n in counts.items()})
+        self.dmp, self.optimizer, self.dense_optimizer, sharding_plan = shard_model(self.model, self.cfg, self.ctx)
         self.log(f"sharding plan:\n{sharding_plan}")
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -574,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
                 world_size=ctx.world_size, started_at=dt.datetime.now(dt.UTC), finished_at=None,
                 checkpoint_dir=str(Path(lakehouse.path("training/checkpoints")) / run_id), error=None,
             )
-        trainer = Trainer(lakehouse, cfg, ctx, run_id, resuming=bool(args.resume), plan=plan, recorder=recorder)
+        trainer = Trainer(lakehouse, cfg, ctx, run_id, plan=plan, recorder=recorder)
         trainer.log(f"{'resuming' if args.resume else 'starting'} run on {ctx.describe()}: {cfg.data.table} "
                     f"version {plan.version}, splits {plan.days}")
         trainer.prepare()
