@@ -35,6 +35,7 @@ import resource
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -537,16 +538,56 @@ def _prepare_run(args: argparse.Namespace, lakehouse: Lakehouse) -> tuple[RunCon
     return cfg, run_id, {"version": cfg.data.version}, 1
 
 
-def _raise_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(f"terminated by signal {signum}")
+def _set_sigterm(handler: Any) -> None:
+    if threading.current_thread() is threading.main_thread():  # Python takes signal handlers only there
+        signal.signal(signal.SIGTERM, handler)
+
+
+class FailureGuard:
+    """Records a failed run in ``training/runs`` once, on rank 0, however the failure arrives.
+
+    When one rank dies, torchrun sends SIGTERM to the others, often while rank 0 is already handling the collective's
+    error from the same death. The record must not be cut short by that signal: SIGTERM is ignored from the moment a
+    failure is being recorded, and a SIGTERM that arrives first records the failure itself before it stops the rank.
+    """
+
+    def __init__(self) -> None:
+        self.ctx: DistContext | None = None
+        self.recorder: RunRecorder | None = None
+        self.settled = False  # the run's final status is written (or being written)
+
+    def install(self) -> None:
+        _set_sigterm(self.on_sigterm)
+
+    def on_sigterm(self, signum: int, frame: Any) -> None:
+        self.record("".join(traceback.format_stack(frame, limit=8))  # where it was, then why
+                    + f"terminated by signal {signum} (torchrun stops every rank when one fails)")
+        raise SystemExit(f"terminated by signal {signum}")
+
+    def succeeded(self, **fields: Any) -> None:
+        if self.ctx is not None and self.ctx.rank == 0 and self.recorder is not None:
+            self.recorder.upsert(status="succeeded", finished_at=dt.datetime.now(dt.UTC), **fields)
+        self.settled = True
+
+    def record(self, error: str) -> None:
+        _set_sigterm(signal.SIG_IGN)  # the process is ending anyway: finish the record first
+        if self.settled:
+            return
+        self.settled = True
+        ctx, recorder = self.ctx, self.recorder
+        if ctx is None or ctx.rank != 0 or recorder is None or not recorder.row:
+            return
+        try:
+            recorder.upsert(status="failed", finished_at=dt.datetime.now(dt.UTC), error=error[-4000:])
+        except Exception as err:  # the original error matters more than this one
+            print(f"training: could not record the failure in training/runs: {err}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     lakehouse = Lakehouse(args.lakehouse)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)  # torchrun stops surviving ranks with SIGTERM: record it
-    ctx = None
-    recorder = None
+    guard = FailureGuard()
+    guard.install()  # torchrun stops the surviving ranks with SIGTERM: the run is recorded as failed
     try:
         init_process_group()
         prepared: Any = None
@@ -556,8 +597,8 @@ def main(argv: list[str] | None = None) -> int:
             except (ConfigError, TrainingInputError) as err:
                 prepared = err  # every rank must learn of it, or the others wait forever
         cfg, run_id, versions, attempt = broadcast(prepared, dist.get_rank())
-        ctx = make_context(cfg.train.device)
-        recorder = RunRecorder(lakehouse, run_id)
+        ctx = guard.ctx = make_context(cfg.train.device)
+        recorder = guard.recorder = RunRecorder(lakehouse, run_id)
         plan_or_error: Any = None
         if ctx.rank == 0:
             try:
@@ -582,31 +623,21 @@ def main(argv: list[str] | None = None) -> int:
             trainer.restore(reset_optimizer=args.reset_optimizer)
         trainer.fit()
         final = trainer.finish()
+        guard.succeeded(best_step=trainer.state.best_step, best_metric=trainer.state.best_value)
         if ctx.rank == 0:
-            recorder.upsert(status="succeeded", finished_at=dt.datetime.now(dt.UTC),
-                            best_step=trainer.state.best_step, best_metric=trainer.state.best_value)
             print(json.dumps({"run_id": run_id, **{f"{split}_{k}": v for split, values in final.items()
                                                    for k, v in values.items()}}, sort_keys=True))
         return 0
     except INPUT_ERRORS as err:
+        guard.record(str(err))
         print(f"training: {err}", file=sys.stderr)
-        _record_failure(ctx, recorder, str(err))
         return 1
     except BaseException:
-        _record_failure(ctx, recorder, traceback.format_exc())
+        guard.record(traceback.format_exc())
         raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _record_failure(ctx: DistContext | None, recorder: RunRecorder | None, error: str) -> None:
-    if ctx is None or ctx.rank != 0 or recorder is None or not recorder.row:
-        return
-    try:
-        recorder.upsert(status="failed", finished_at=dt.datetime.now(dt.UTC), error=error[-4000:])
-    except Exception as err:  # the original error matters more than this one
-        print(f"training: could not record the failure in training/runs: {err}", file=sys.stderr)
 
 
 if __name__ == "__main__":

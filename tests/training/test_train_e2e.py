@@ -90,7 +90,7 @@ def test_killed_run_resumes_to_the_same_result_and_skips_a_half_written_checkpoi
     killed = torchrun(lakehouse, "--model", "din", "--run-id", "broken", *COMMON,
                       env={"CTR_TRAIN_FAIL_AT_STEP": "8", "CTR_TRAIN_FAIL_RANK": "1"})
     assert killed.returncode != 0
-    assert runs(lakehouse)["broken"]["status"] == "failed"
+    assert runs(lakehouse)["broken"]["status"] == "failed", killed.stdout[-3000:] + killed.stderr[-8000:]
     checkpoints = Path(lakehouse.path("training/checkpoints")) / "broken"
     newest = sorted(checkpoints.iterdir())[-1]
     (newest / ".metadata").unlink()  # as if the run had been killed while writing it
