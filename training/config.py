@@ -50,6 +50,12 @@ class TrainLoopConfig(StrictConfig):
     # "auto": TorchRec's planner chooses per table; otherwise every table gets this sharding type
     sharding: Literal["auto", "table_wise", "row_wise", "column_wise", "data_parallel"] = "auto"
     progress: bool = True
+    # leave-one-out ranking (HR@K, NDCG@K) on features/rank_eval after training, when that table exists
+    rank_eval: bool = True
+    rank_k: int = Field(default=10, ge=1)
+    # start from the embedding tables of another run's best checkpoint (same table names and shapes), e.g. NAIS
+    # from FISM; the other run must be in the same lakehouse
+    init_from: str | None = None
 
 
 class RunConfig(StrictConfig):

@@ -258,6 +258,32 @@ def row_group_count(files: Sequence[str]) -> int:
     return len(_row_group_rows(files))
 
 
+def rank_candidate_count(files: Sequence[str]) -> int:
+    """Candidates per ``features/rank_eval`` row (the width of ``cand_item_idx`` in the first row; 0 if none)."""
+    for uri in sorted(files):
+        with _parquet(uri) as parquet_file:
+            for batch in parquet_file.iter_batches(batch_size=1, columns=["cand_item_idx"]):
+                if batch.num_rows:
+                    return len(batch.column(0)[0])
+    return 0
+
+
+def negative_fallback_counts(files: Sequence[str]) -> tuple[int, int]:
+    """(sampled, steps): history steps whose aligned negative was drawn from the catalogue (``neg_is_sampled``),
+    and all valid history steps (``hist_len`` summed); padding steps are not counted, whatever they hold."""
+    sampled = steps = 0
+    for uri in sorted(files):
+        with _parquet(uri) as parquet_file:
+            for batch in parquet_file.iter_batches(columns=["neg_is_sampled", "hist_len"]):
+                flags = _arrow_column_to_numpy(batch.column(0))
+                lengths = _arrow_column_to_numpy(batch.column(1))
+                if len(lengths):
+                    valid = np.arange(flags.shape[1]) < lengths[:, None]
+                    sampled += int(flags[valid].sum())
+                    steps += int(lengths.sum())
+    return sampled, steps
+
+
 def check_shardable(files: Sequence[str], world_size: int) -> list[int]:
     """Raise :class:`NotEnoughDataError` when ``files`` have fewer row groups than ``world_size`` ranks.
 
@@ -438,14 +464,17 @@ class BatchStream(Iterator[Batch]):
         prefetch: int,
         shard_rows: int,
         row_seed: tuple[int, int] | None = None,
+        row_shard: tuple[int, int] | None = None,
+        candidates: bool = False,
     ):
         self.files, self.shard_rows, self.rows_yielded = list(files), shard_rows, 0
         self._specs, self._columns, self._extra_columns = list(specs), list(columns), tuple(extra_columns)
+        self._candidates = candidates
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._done = False
         producer = _Producer(self._queue, self._stop, self.files, self._specs, self._columns, self._extra_columns,
-                             batch_size, drop_last, reader_kwargs, row_seed)
+                             batch_size, drop_last, reader_kwargs, row_seed, row_shard, candidates)
         self._thread = threading.Thread(target=producer.run, name=_THREAD_NAME, daemon=True)
         self._thread.start()
         # stops the thread when the stream is closed, garbage-collected (an abandoned loop) or at exit
@@ -493,6 +522,8 @@ class BatchStream(Iterator[Batch]):
         with _parquet(self.files[0]) as parquet_file:
             table = next(parquet_file.iter_batches(batch_size=1, columns=self._columns))
         columns = {name: _arrow_column_to_numpy(table.column(name)) for name in self._columns}
+        if self._candidates:
+            columns = _take(expand_candidates(columns), 0, 1)
         return _to_batch(columns, self._specs, self._extra_columns).masked().to(device)
 
 
@@ -517,6 +548,8 @@ class _Producer:
     drop_last: bool
     reader_kwargs: dict[str, Any]
     row_seed: tuple[int, int] | None
+    row_shard: tuple[int, int] | None = None  # (rank, world_size) when rows, not row groups, are sharded
+    candidates: bool = False  # expand features/rank_eval rows into one row per candidate
 
     def _put(self, item: tuple[str, Any]) -> bool:
         while not self.stop.is_set():
@@ -538,10 +571,14 @@ class _Producer:
                 chunks: Iterable[dict[str, np.ndarray]] = (
                     {name: getattr(chunk, name) for name in self.columns} for chunk in reader
                 )
+                if self.row_shard is not None:
+                    chunks = _row_shard(chunks, *self.row_shard)
                 if self.row_seed is not None:
                     # Rows are shuffled within each row group here rather than by Petastorm (shuffle_rows), whose
                     # Arrow take() on the list columns costs more than the whole numpy permutation (benchmark).
                     chunks = _permuted(chunks, np.random.default_rng(self.row_seed))
+                if self.candidates:
+                    chunks = (expand_candidates(chunk) for chunk in chunks)
                 for rows in _rebatch(chunks, self.batch_size, self.drop_last):
                     if self.stop.is_set() or not self._put(("batch", _to_batch(rows, self.specs, self.extra_columns))):
                         return
@@ -551,6 +588,44 @@ class _Producer:
             self._put(("done", None))
         except BaseException as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
             self._put(("error", err))
+
+
+#: ``features/rank_eval`` candidate column -> the sample column each candidate stands in for.
+CANDIDATE_COLUMNS: dict[str, str] = {"cand_item_idx": "item_idx", "cand_cate_idx": "cate_idx",
+                                     "cand_shop_idx": "shop_idx", "cand_brand_idx": "brand_idx"}
+
+
+def expand_candidates(chunk: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Leave-one-out rows -> one ordinary sample row per candidate, so any CTR model scores candidates unchanged.
+
+    A ``features/rank_eval`` row holds a held-out positive with its user, history and sets, and ``cand_*_idx``
+    arrays [n, C] (the positive first, then its negatives). Each row becomes C consecutive rows, copies of it with
+    ``item_idx``/``cate_idx``/``shop_idx``/``brand_idx`` replaced by candidate c, ``label`` 1 for c = 0 and 0
+    otherwise, and ``sample_id`` "<id>#c"; the ``cand_*`` columns are dropped. Rows of one user stay together, so
+    a batch of a multiple of C rows holds whole users. Example: one row with item 7 and candidates [7, 3, 9]
+    becomes three rows with items 7, 3, 9 and labels 1, 0, 0.
+    """
+    present = [c for c in CANDIDATE_COLUMNS if c in chunk]
+    if "cand_item_idx" not in present:
+        raise KeyError("expand_candidates needs cand_item_idx (a features/rank_eval table)")
+    n, width = chunk["cand_item_idx"].shape
+    out = {name: np.repeat(data, width, axis=0) for name, data in chunk.items() if name not in CANDIDATE_COLUMNS}
+    for cand in present:
+        out[CANDIDATE_COLUMNS[cand]] = np.asarray(chunk[cand]).reshape(-1).astype(np.int64, copy=False)
+    out["label"] = np.tile((np.arange(width) == 0).astype(np.int32), n)
+    ids = np.asarray(chunk["sample_id"]).astype(str)
+    out["sample_id"] = np.char.add(np.repeat(np.char.add(ids, "#"), width), np.tile(np.arange(width).astype(str), n))
+    return out
+
+
+def _row_shard(chunks: Iterable[dict[str, np.ndarray]], rank: int, world_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Rows whose position in the whole read (every row group, in order) is ``rank`` modulo ``world_size``."""
+    seen = 0
+    for chunk in chunks:
+        n = len(chunk["label"])
+        keep = (np.arange(seen, seen + n) % world_size) == rank
+        seen += n
+        yield {name: data[keep] for name, data in chunk.items()}
 
 
 def _permuted(chunks: Iterable[dict[str, np.ndarray]], rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
@@ -572,6 +647,8 @@ def read_batches(
     drop_last: bool = False,
     extra_columns: Sequence[str] = (),
     prefetch: int = 4,
+    shard: Literal["row_groups", "rows"] = "row_groups",
+    candidates: bool = False,
 ) -> BatchStream:
     """Batches of exactly ``batch_size`` rows (the last one smaller unless ``drop_last``) of this rank's shard.
 
@@ -581,6 +658,12 @@ def read_batches(
     ``world_size`` (whole row groups, ``index % world_size == rank``), one epoch. Reading and conversion run in one
     background thread holding at most ``prefetch`` converted batches; an error there re-raises here. Close the
     returned stream (or leave the ``for`` loop and drop it) to stop the thread and the Petastorm reader.
+
+    ``shard="rows"`` reads every row group on every rank and keeps the rows whose position is ``rank`` modulo
+    ``world_size`` (for small tables with fewer row groups than ranks, such as ``features/rank_eval``).
+    ``candidates=True`` reads a ``features/rank_eval`` table and yields one row per candidate
+    (:func:`expand_candidates`); ``batch_size`` then counts expanded rows (use a multiple of the candidate count to
+    keep each user's candidates in one batch).
     """
     if batch_size < 1 or prefetch < 1:
         raise ValueError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}")
@@ -593,10 +676,25 @@ def read_batches(
     specs = feature_specs(tuple(features))
     if not specs:
         raise ValueError("ask for at least one feature")
+    if shard not in ("row_groups", "rows"):
+        raise ValueError(f"shard must be 'row_groups' or 'rows', got {shard!r}")
     files = sorted(files)
     columns = _needed_columns(specs, extra_columns)
+    if candidates:
+        with _parquet(files[0]) as parquet_file:
+            present = set(parquet_file.schema_arrow.names)
+        columns = [c for c in columns if c not in CANDIDATE_COLUMNS.values()]  # they come from the candidates
+        columns += [c for c in CANDIDATE_COLUMNS if c in present or c == "cand_item_idx"]
     _check_columns(files, columns)
-    shard_rows = check_shardable(files, world_size)[rank]
+    if shard == "rows":
+        total = sum(_row_group_rows(files))
+        shard_rows = len(range(rank, total, world_size))
+    else:
+        shard_rows = check_shardable(files, world_size)[rank]
+    if candidates and shard_rows:
+        with _parquet(files[0]) as parquet_file:
+            first = next(parquet_file.iter_batches(batch_size=1, columns=["cand_item_idx"]))
+        shard_rows *= len(first.column(0)[0])  # rows_remaining counts expanded rows
     reader_kwargs = dict(
         reader_pool_type="dummy",
         shuffle_row_groups=shuffle,
@@ -604,13 +702,14 @@ def read_batches(
         # Petastorm shuffles a shard's row-group list with ``seed`` even when shuffle_row_groups is False: no seed
         # then, so that an unshuffled read is the sorted files' own order whatever the epoch
         seed=seed + epoch if shuffle else None,
-        cur_shard=rank,
-        shard_count=world_size,
+        cur_shard=rank if shard == "row_groups" else None,
+        shard_count=world_size if shard == "row_groups" else None,
         num_epochs=1,
     )
     row_seed = (seed, epoch) if shuffle else None
+    row_shard = (rank, world_size) if shard == "rows" else None
     return BatchStream(files, specs, columns, tuple(extra_columns), batch_size, reader_kwargs, drop_last, prefetch,
-                       shard_rows, row_seed)
+                       shard_rows, row_seed, row_shard, candidates)
 
 
 # --------------------------------------------------------------------------------------------- equal steps

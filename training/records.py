@@ -5,8 +5,10 @@
   ``attempt`` + 1). ``updated_at`` moves at every checkpoint, so a run whose process was killed outright (no chance
   to record anything) shows as ``running`` with a stale ``updated_at`` until it is resumed.
 * ``training/metrics`` (:data:`METRICS`): one row per (run, kind, epoch, split, metric). ``kind`` is ``epoch``
-  (validation after each epoch) or ``final`` (valid and test with the best checkpoint). Each batch of rows is
-  appended once: a resumed run that repeats an evaluation does not add its rows twice (Delta app transactions).
+  (train loss and validation after each epoch), ``final`` (valid and test with the best checkpoint, and split
+  ``rank_eval``: HR@K / NDCG@K on ``features/rank_eval``) or ``data`` (facts of the training split, such as the
+  share of DIEN's auxiliary negatives drawn from the catalogue). Each batch of rows is appended once: a resumed
+  run that repeats an evaluation does not add its rows twice (Delta app transactions).
 * ``training/predictions`` (:data:`PREDICTIONS`, partitioned by ``run_id``): the test split's scores of the best
   checkpoint, one row per sample; each rank appends its own shard once.
 """
@@ -121,9 +123,13 @@ class RunRecorder:
         rows = [{"run_id": self.run_id, "kind": kind, "epoch": epoch, "step": step, "split": split,
                  "metric": metric, "value": float(value), "recorded_at": recorded}
                 for split, metrics in values.items() for metric, value in metrics.items()]
-        sequence = epoch + 1 if kind == "epoch" else 1_000_000  # final rows come after every epoch's
+        app_id = f"{METRICS_TABLE}/{self.run_id}"
+        if kind == "data":  # facts of the data, written once before training: a sequence of their own
+            app_id, sequence = f"{app_id}/data", 1
+        else:
+            sequence = epoch + 1 if kind == "epoch" else 1_000_000  # final rows come after every epoch's
         self.lakehouse.write_arrow(pa.Table.from_pylist(rows, schema=METRICS), METRICS_TABLE, mode="append",
-                                   txn=(f"{METRICS_TABLE}/{self.run_id}", sequence))
+                                   txn=(app_id, sequence))
 
     def predictions(self, rank: int, sample_ids: np.ndarray, user_idx: np.ndarray, scores: np.ndarray,
                     labels: np.ndarray) -> None:

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.tableio import Lakehouse
 
 SAMPLES_TABLE = "features/samples"
 SPLIT_TABLE = "features/split"
 VOCAB_TABLE = "features/vocab"
+RANK_EVAL_TABLE = "features/rank_eval"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class SyntheticSpec:
     categories: int = 20
     hist_len: int = 10
     set_size: int = 5
+    rank_candidates: int = 100  # features/rank_eval: the held-out positive and rank_candidates - 1 negatives
     seed: int = 0
     start: dt.date = dt.date(2026, 1, 1)
 
@@ -120,6 +123,9 @@ def write_training_lakehouse(lakehouse: Lakehouse, spec: SyntheticSpec = Synthet
             lakehouse.write_arrow(samples_file(spec, day, part), SAMPLES_TABLE, mode="append", partition_by=["ds"],
                                   properties=properties)
     splits = ["train"] * (spec.days - 2) + ["valid", "test"]
+    test_day = [samples_file(spec, days[-1], part) for part in range(spec.files_per_day)]
+    lakehouse.write_arrow(rank_eval_rows(spec, pa.concat_tables(test_day), days[-1]), RANK_EVAL_TABLE,
+                          mode="overwrite", partition_by=["ds"])
     lakehouse.write_arrow(pa.table({
         "ds": pa.array(days, pa.date32()), "split": pa.array(splits, pa.string()),
         "anchor_ds": pa.array([days[-1]] * len(days), pa.date32()),
@@ -139,3 +145,34 @@ def write_training_lakehouse(lakehouse: Lakehouse, spec: SyntheticSpec = Synthet
     }), VOCAB_TABLE, mode="overwrite", partition_by=["ds"])
     return {name: [str(d) for d, s in zip(days, splits, strict=True) if s == name]
             for name in ("train", "valid", "test")}
+
+
+def rank_eval_rows(spec: SyntheticSpec, test_samples: pa.Table, anchor: dt.date) -> pa.Table:
+    """``features/rank_eval`` rows: each user's latest test-day positive, the positive first among its candidates.
+
+    The negatives are ``rank_candidates - 1`` distinct items other than the positive, drawn with a seeded
+    generator (the feature job also excludes every item the user was shown; this small stand-in does not).
+    """
+    rng = np.random.default_rng([spec.seed, anchor.toordinal(), 99])
+    table = test_samples.filter(pc.equal(test_samples.column("label"), 1)).sort_by(
+        [("user_idx", "ascending"), ("event_time", "descending"), ("sample_id", "descending")])
+    users = table.column("user_idx").to_numpy()
+    first = np.r_[True, users[1:] != users[:-1]] if len(users) else np.zeros(0, dtype=bool)
+    held_out = table.filter(pa.array(first))
+    item_cate = 2 + (np.arange(spec.items) % spec.categories)
+    width = spec.rank_candidates
+    if width > spec.items:
+        raise ValueError(f"rank_candidates {width} exceeds the {spec.items} items")
+    cand_k = np.empty((held_out.num_rows, width), dtype=np.int64)
+    for row, item in enumerate(held_out.column("item_idx").to_numpy()):
+        others = np.delete(np.arange(spec.items), item - 2)
+        cand_k[row] = np.r_[item - 2, rng.choice(others, width - 1, replace=False)]
+
+    def lists(array: np.ndarray) -> pa.Array:
+        return pa.FixedSizeListArray.from_arrays(pa.array(array.ravel(), pa.int64()), width).cast(pa.list_(pa.int64()))
+
+    columns = {name: held_out.column(name) for name in held_out.column_names if name != "ds"}
+    columns.update({"cand_item_idx": lists(2 + cand_k), "cand_cate_idx": lists(item_cate[cand_k]),
+                    "cand_shop_idx": lists(2 + cand_k % 13), "cand_brand_idx": lists(2 + cand_k % 7),
+                    "ds": pa.array([anchor] * held_out.num_rows, pa.date32())})
+    return pa.table(columns)

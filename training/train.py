@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from features.tableio import Lakehouse
 from training.checkpoint import CheckpointManager, rng_state, set_rng_state
 from training.config import ConfigError, RunConfig, load_config
-from training.metrics import CTRMetrics
+from training.metrics import CTRMetrics, hit_rate_at_k, ndcg_at_k
 from training.models import MODELS, CTRModel
 from training.reader import (
     EmptySplitError,
@@ -61,6 +61,8 @@ from training.reader import (
     check_index_ranges,
     check_shardable,
     id_frequencies,
+    negative_fallback_counts,
+    rank_candidate_count,
     read_batches,
     resolve_files,
     synchronised,
@@ -68,6 +70,7 @@ from training.reader import (
 from training.records import FINAL_EPOCH, PREDICTIONS, PREDICTIONS_TABLE, RunRecorder, code_version, config_json
 
 VOCAB_TABLE = "features/vocab"
+RANK_EVAL_TABLE = "features/rank_eval"
 SPLITS = ("train", "valid", "test")
 #: Fault injection for the kill-and-resume tests: the rank CTR_TRAIN_FAIL_RANK (default 1) exits abruptly right
 #: after global step CTR_TRAIN_FAIL_AT_STEP, as a crashed process would (no clean-up, no record).
@@ -157,14 +160,20 @@ class DataPlan:
     files: dict[str, list[str]]
     table_sizes: dict[str, int]
     sequence_lengths: dict[str, int]
+    # features/rank_eval at the split's anchor day (None and [] when the table is absent or switched off)
+    rank_eval_version: int | None = None
+    rank_eval_files: list[str] = field(default_factory=list)
+    rank_candidates: int = 0
 
     def describe(self) -> str:
         return json.dumps({"days": self.days, "table_sizes": self.table_sizes,
-                           "sequence_lengths": self.sequence_lengths}, sort_keys=True)
+                           "sequence_lengths": self.sequence_lengths, "rank_eval_version": self.rank_eval_version,
+                           "rank_candidates": self.rank_candidates}, sort_keys=True)
 
 
 def resolve_data(lakehouse: Lakehouse, cfg: RunConfig, version: int | None,
-                 split_version: int | None = None, vocab_version: int | None = None) -> DataPlan:
+                 split_version: int | None = None, vocab_version: int | None = None,
+                 rank_eval_version: int | None = None) -> DataPlan:
     """Rank 0: the pinned samples version, its split days and files, table sizes and sequence lengths.
 
     The versions default to the latest; a resumed run passes the ones it recorded, so it trains on the same data.
@@ -178,7 +187,8 @@ def resolve_data(lakehouse: Lakehouse, cfg: RunConfig, version: int | None,
     lengths = {key.removeprefix("ctr.samples."): int(value) for key, value in properties.items()
                if key.startswith("ctr.samples.")}
     split_version = lakehouse.version(cfg.data.split_table) if split_version is None else split_version
-    split = lakehouse.read_arrow(cfg.data.split_table, version=split_version, columns=["ds", "split"]).to_pylist()
+    split = lakehouse.read_arrow(cfg.data.split_table, version=split_version,
+                                 columns=["ds", "split", "anchor_ds"]).to_pylist()
     days = {name: sorted(str(row["ds"]) for row in split if row["split"] == name) for name in SPLITS}
     files = {}
     for name in SPLITS:
@@ -193,8 +203,18 @@ def resolve_data(lakehouse: Lakehouse, cfg: RunConfig, version: int | None,
 
     # index 0 is padding, 1 unknown: a field with no id yet still needs those two rows
     sizes = {table: int(max(largest.get(field_name, 1), 1)) + 1 for table, field_name in TABLE_VOCAB_FIELD.items()}
-    return DataPlan(cfg.data.table, version, cfg.data.split_table, split_version, vocab_version, days, files,
+    plan = DataPlan(cfg.data.table, version, cfg.data.split_table, split_version, vocab_version, days, files,
                     sizes, lengths)
+    if cfg.train.rank_eval and lakehouse.exists(RANK_EVAL_TABLE):
+        anchors = sorted({str(row["anchor_ds"]) for row in split})
+        pinned = lakehouse.version(RANK_EVAL_TABLE) if rank_eval_version is None else rank_eval_version
+        try:
+            plan.rank_eval_files = resolve_files(lakehouse, RANK_EVAL_TABLE, version=pinned, days=anchors[-1:])[1]
+            plan.rank_eval_version = pinned
+            plan.rank_candidates = rank_candidate_count(plan.rank_eval_files)
+        except EmptySplitError:
+            pass  # no user had a test-day click with enough unseen items: nothing to rank
+    return plan
 
 
 # ---------------------------------------------------------------------------------------------------- the run
@@ -326,6 +346,43 @@ class Trainer:
         self.log(f"resumed from {path} (epoch {self.state.epoch}, step {self.state.step_in_epoch} of it, "
                  f"global step {self.state.global_step})")
 
+    def initialise_from(self, source_run: str) -> None:
+        """Copy the embedding tables this model shares (same name and shape) with ``source_run``'s best checkpoint.
+
+        For pre-training, e.g. NAIS's p and q from a FISM run. Every rank reads the same record and checkpoint; a
+        source that did not succeed, or that has no table in common with this model, is an error.
+        """
+        import torch.distributed.checkpoint as dcp
+
+        previous = RunRecorder(self.lakehouse, source_run).previous()
+        if previous is None or previous["status"] != "succeeded":
+            state = "not in training/runs" if previous is None else f"recorded as {previous['status']}"
+            raise TrainingInputError(f"train.init_from={source_run!r}: that run is {state}; it must have succeeded")
+        source = CheckpointManager(Path(self.lakehouse.path("training/checkpoints")) / source_run, rank=self.ctx.rank)
+        path = source.path_for(previous["best_step"]) if previous["best_step"] is not None else None
+        if path is None or not (path / ".metadata").is_file():
+            path = source.latest()[0]
+        if path is None:
+            raise TrainingInputError(f"train.init_from={source_run!r}: no complete checkpoint in {source.directory}")
+        saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+        wanted, skipped = {}, []
+        for key, tensor in self.dmp.state_dict().items():
+            table = next((t for t in self.model.table_sizes if key.endswith(f"embeddings.{t}.weight")), None)
+            if table is None:
+                continue
+            meta = saved.get(f"model.{key}")
+            if meta is not None and tuple(getattr(meta, "size", ())) == tuple(tensor.size()):
+                wanted[key] = tensor
+            else:
+                skipped.append(table)
+        if not wanted:
+            raise TrainingInputError(f"train.init_from={source_run!r}: its checkpoint {path} has none of this "
+                                     f"model's tables {sorted(self.model.table_sizes)} with the same shape")
+        state = self.checkpoints.load(path, {"model": wanted})
+        self.dmp.load_state_dict(state["model"], strict=False)
+        self.log(f"initialised {sorted(wanted)} from {path}" + (f"; not in it (or another shape): {skipped}"
+                                                                   if skipped else ""))
+
     # ------------------------------------------------------------------ loops
     def batches(self, split: str, *, epoch: int, train: bool):
         size = self.cfg.data.batch_size if train else self.cfg.data.eval_batch_size
@@ -356,8 +413,9 @@ class Trainer:
                 if cfg.train.max_steps_per_epoch is not None and index >= cfg.train.max_steps_per_epoch:
                     break
                 batch = batch.to(self.ctx.device, non_blocking=True)
-                output = self.dmp(batch.sparse)
-                loss = F.binary_cross_entropy_with_logits(output.logits, batch.labels)
+                output = self.dmp(batch.sparse, batch.labels)
+                targets = batch.labels if output.targets is None else output.targets
+                loss = F.binary_cross_entropy_with_logits(output.logits, targets)
                 total = loss + output.regularization + output.aux_loss
                 self.optimizer.zero_grad()
                 total.backward()
@@ -468,6 +526,52 @@ class Trainer:
                 self.log(f"early stop: valid {cfg.train.early_stopping_metric} did not improve for "
                          f"{state.bad_epochs} epoch(s)")
 
+    @torch.no_grad()
+    def rank_evaluate(self) -> dict[str, float] | None:
+        """HR@K and NDCG@K on ``features/rank_eval`` (the positive against its sampled negatives), over all ranks.
+
+        Every rank_eval row becomes one ordinary row per candidate (:func:`training.reader.expand_candidates`), so
+        any model scores them as it scores samples; batches hold whole users. Ties count against the positive.
+        """
+        width, k = self.plan.rank_candidates, self.cfg.train.rank_k
+        if not self.plan.rank_eval_files or width < 1:
+            return None
+        size = max(1, self.cfg.data.eval_batch_size // width) * width
+        source = read_batches(self.plan.rank_eval_files, self.features, size, rank=self.ctx.rank,
+                              world_size=self.ctx.world_size, shuffle=False, prefetch=self.cfg.data.prefetch,
+                              shard="rows", candidates=True)
+        totals = torch.zeros(3, dtype=torch.float64)  # users, hits, ndcg gains
+        self.sync_buffers()
+        self.dmp.eval()
+        try:
+            with contextlib.closing(synchronised(source, mode="eval", features=self.features,
+                                                 device=self.ctx.device)) as batches:
+                for batch in batches:
+                    real = batch.weights > 0
+                    logits = self.dmp(batch.sparse).logits
+                    if not bool(real.any()):
+                        continue
+                    scores = logits[real].double().view(-1, width).cpu()
+                    users = scores.shape[0]
+                    totals += torch.tensor([users, float(hit_rate_at_k(scores, k)) * users,
+                                            float(ndcg_at_k(scores, k)) * users], dtype=torch.float64)
+        finally:
+            self.dmp.train()
+        dist.all_reduce(totals)
+        users = int(totals[0])
+        if users == 0:
+            return None
+        return {f"hr_at_{k}": float(totals[1]) / users, f"ndcg_at_{k}": float(totals[2]) / users,
+                "rank_users": float(users), "rank_candidates": float(width)}
+
+    def data_metrics(self) -> dict[str, float]:
+        """Facts of the training split worth keeping with the run: the share of DIEN's auxiliary negatives that
+        came from the catalogue sampler instead of a real exposure (models that read ``neg_*``)."""
+        if "neg_item" not in self.features:
+            return {}
+        sampled, steps = negative_fallback_counts(self.plan.files["train"])
+        return {"neg_steps": float(steps), "neg_fallback_share": sampled / steps if steps else float("nan")}
+
     def finish(self) -> dict[str, dict[str, float]]:
         """Evaluate the best checkpoint on valid and test; write final metrics and test predictions."""
         best = self.state.best_step
@@ -479,6 +583,9 @@ class Trainer:
         valid, _ = self.evaluate("valid")
         test, predictions = self.evaluate("test", collect=True)
         final = {"valid": valid, "test": test}
+        ranking = self.rank_evaluate()
+        if ranking is not None:
+            final["rank_eval"] = ranking
         if self.ctx.rank == 0:
             if not self.lakehouse.exists(PREDICTIONS_TABLE):  # rank 0 creates it, so ranks never race to
                 self.lakehouse.write_arrow(PREDICTIONS.empty_table(), PREDICTIONS_TABLE, mode="append",
@@ -527,7 +634,8 @@ def _prepare_run(args: argparse.Namespace, lakehouse: Lakehouse) -> tuple[RunCon
             raise TrainingInputError(f"run {args.resume!r} already succeeded; start a new run instead")
         cfg = RunConfig.model_validate(json.loads(previous["config"]))
         versions = {"version": previous["feature_version"], "split_version": previous["split_version"],
-                    "vocab_version": previous["vocab_version"]}
+                    "vocab_version": previous["vocab_version"],
+                    "rank_eval_version": json.loads(previous["splits"] or "{}").get("rank_eval_version")}
         return cfg, args.resume, versions, int(previous["attempt"]) + 1
     cfg = load_config(args.model, args.config, args.set)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
@@ -619,6 +727,12 @@ def main(argv: list[str] | None = None) -> int:
         trainer.log(f"{'resuming' if args.resume else 'starting'} run on {ctx.describe()}: {cfg.data.table} "
                     f"version {plan.version}, splits {plan.days}")
         trainer.prepare()
+        if ctx.rank == 0:
+            facts = trainer.data_metrics()
+            if facts:
+                recorder.metrics("data", FINAL_EPOCH, 0, {"train": facts})
+        if cfg.train.init_from and not args.resume:  # a resumed run's own checkpoint holds the initialised tables
+            trainer.initialise_from(cfg.train.init_from)
         if args.resume:
             trainer.restore(reset_optimizer=args.reset_optimizer)
         trainer.fit()

@@ -28,7 +28,10 @@ from training.reader import (
     SequenceLengthError,
     check_index_ranges,
     check_shardable,
+    expand_candidates,
     id_frequencies,
+    negative_fallback_counts,
+    rank_candidate_count,
     read_batches,
     resolve_files,
     row_group_count,
@@ -392,3 +395,56 @@ def test_a_filler_from_the_stream_is_shaped_like_the_data(lh):
     assert len(filler) == 1 and filler.weights.tolist() == [0.0]
     assert filler.extras["neg_is_sampled"].shape == (1, L)
     assert np.array_equal(filler.sparse.lengths().numpy(), [1, 3])
+
+
+# ----------------------------------------------------------------------------------- rank_eval candidates
+def rank_eval_rows(n: int, width: int = 3) -> pa.Table:
+    """rank_eval rows: sample row k with candidates [item_idx, 500 + 10k + 1, ...] (the positive first)."""
+    table = samples([row(k) for k in range(n)])
+    cands = [[10 + k] + [500 + 10 * k + c for c in range(1, width)] for k in range(n)]
+    return table.append_column("cand_item_idx", pa.array(cands, IDS)).append_column(
+        "cand_cate_idx", pa.array([[c % 7 for c in cs] for cs in cands], IDS))
+
+
+def test_expand_candidates_makes_one_row_per_candidate_with_the_positive_first():
+    chunk = {"sample_id": np.array(["a", "b"]), "label": np.array([1, 1]), "user_idx": np.array([5, 6]),
+             "item_idx": np.array([7, 8]), "hist_item_idx": np.array([[1, 2], [3, 0]]),
+             "cand_item_idx": np.array([[7, 3, 9], [8, 4, 2]]), "cand_cate_idx": np.array([[1, 1, 2], [3, 3, 3]])}
+    out = expand_candidates(chunk)
+    assert out["item_idx"].tolist() == [7, 3, 9, 8, 4, 2]
+    assert out["cate_idx"].tolist() == [1, 1, 2, 3, 3, 3]
+    assert out["label"].tolist() == [1, 0, 0, 1, 0, 0]
+    assert out["user_idx"].tolist() == [5, 5, 5, 6, 6, 6]
+    assert out["sample_id"].tolist() == ["a#0", "a#1", "a#2", "b#0", "b#1", "b#2"]
+    assert out["hist_item_idx"].tolist() == [[1, 2]] * 3 + [[3, 0]] * 3
+    assert "cand_item_idx" not in out and "cand_cate_idx" not in out
+
+
+def test_rank_eval_rows_shard_by_row_on_two_ranks_and_keep_users_whole(lh):
+    # one file, one row group, 5 rows: row-group sharding could not feed 2 ranks; row sharding can
+    lh.write_arrow(rank_eval_rows(5), "features/rank_eval", mode="append", partition_by=["ds"])
+    files = resolve_files(lh, "features/rank_eval")[1]
+    assert rank_candidate_count(files) == 3
+    seen = {}
+    for rank in (0, 1):
+        with read_batches(files, ["item", "cate", "hist_item"], 6, rank=rank, world_size=2, shuffle=False,
+                          shard="rows", candidates=True) as batches:
+            batches = list(batches)
+            assert sum(len(b) for b in batches) == 3 * len(range(rank, 5, 2))
+            assert all(len(b) % 3 == 0 for b in batches)  # every user's candidates in one batch
+            for batch in batches:
+                per_row = kjt_rows(batch)
+                for i, sid in enumerate(batch.sample_ids):
+                    seen[sid] = (per_row[sid]["item"], float(batch.labels[i]))
+    assert sorted(seen) == sorted(f"s{k:03d}#{c}" for k in range(5) for c in range(3))
+    assert seen["s002#0"] == ([12], 1.0) and seen["s002#2"] == ([522], 0.0)
+
+
+def test_negative_fallback_counts_only_valid_steps(lh):
+    rows = [row(k) for k in range(8)]  # hist_len k % 4
+    for r in rows:  # sampled on even steps; the padding holds 1s that must not count
+        r["neg_is_sampled"] = [1 - t % 2 if t < r["hist_len"] else 1 for t in range(L)]
+    write(lh, rows)
+    sampled, steps = negative_fallback_counts(resolve_files(lh, TABLE)[1])
+    # lengths 0+1+2+3+0+1+2+3 = 12 steps; sampled steps per row 0, 1, 1, 2 (twice) = 8
+    assert (sampled, steps) == (8, 12)

@@ -54,7 +54,7 @@ class BaseModel(CTRModel):
         history = torch.cat([embedded["hist_item"].values(), embedded["hist_cate"].values()], dim=1)
         return segment_sum(history, embedded["hist_item"].lengths())
 
-    def forward(self, sparse: KeyedJaggedTensor) -> ModelOutput:
+    def forward(self, sparse: KeyedJaggedTensor, labels: torch.Tensor | None = None) -> ModelOutput:
         embedded = self.lookup(sparse)
         profile = [self.scalar(embedded, name) for name in self.config.profile_features]
         target = torch.cat([self.scalar(embedded, "item"), self.scalar(embedded, "cate")], dim=1)

@@ -35,9 +35,12 @@ def _ids_feature(table: str) -> str:
 
 
 class ModelOutput(NamedTuple):
-    logits: torch.Tensor  # [B]
+    logits: torch.Tensor  # [B] (or [B + extra] with ``targets``)
     regularization: torch.Tensor  # scalar, already multiplied by its weight; 0 when the model has none
     aux_loss: torch.Tensor  # scalar, already multiplied by its weight; 0 when the model has none
+    # labels of ``logits`` when the model scores rows of its own besides the batch's (NAIS's sampled negatives, in
+    # training only); None: ``logits`` are the batch's rows and the batch's labels apply
+    targets: torch.Tensor | None = None
 
 
 class ModelConfig(BaseModel):
@@ -158,5 +161,6 @@ class CTRModel(nn.Module):
             total = total + (coefficients * rows.pow(2).sum(dim=1)).sum()
         return lam * total
 
-    def forward(self, sparse: KeyedJaggedTensor) -> ModelOutput:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def forward(self, sparse: KeyedJaggedTensor, labels: torch.Tensor | None = None) -> ModelOutput:
+        """Score the batch. ``labels`` ([B] float, training only) are for models that add rows of their own."""
+        raise NotImplementedError  # pragma: no cover - abstract
