@@ -299,6 +299,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checks and model
     def prepare(self) -> None:
+        self.model.prepare_data(self.plan.files["train"])
         for split in SPLITS:
             check_shardable(self.plan.files[split], self.ctx.world_size)
             check_index_ranges(self.plan.files[split], self.features, self.plan.table_sizes)

@@ -161,6 +161,25 @@ class CTRModel(nn.Module):
             total = total + (coefficients * rows.pow(2).sum(dim=1)).sum()
         return lam * total
 
+    # ------------------------------------------------------------------ optional hooks
+    #: scalar features an item tower reads (two-tower models set it; the trainer then exports item vectors)
+    item_features: ClassVar[tuple[str, ...]] = ()
+
+    def prepare_data(self, train_files: list[str]) -> None:
+        """Called once before sharding with the pinned training split's files (every rank, same files).
+
+        For models that need statistics of the whole training data beyond a batch (AutoRec's item rating
+        vectors). Build only plain tensors or buffers, deterministically, so a resumed run gets the same ones.
+        """
+
+    def item_vectors(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        """``[B, d]`` item-tower vectors of a batch of items (keys: :attr:`item_features`, one value per row).
+
+        Called on every rank at once (the embedding lookups are collective); only for models with
+        ``item_features``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no item tower")
+
     def forward(self, sparse: KeyedJaggedTensor, labels: torch.Tensor | None = None) -> ModelOutput:
         """Score the batch. ``labels`` ([B] float, training only) are for models that add rows of their own."""
         raise NotImplementedError  # pragma: no cover - abstract
