@@ -284,6 +284,18 @@ def negative_fallback_counts(files: Sequence[str]) -> tuple[int, int]:
     return sampled, steps
 
 
+def distinct_items(files: Sequence[str], columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every item of ``files`` once, by ascending ``item_idx``, with its side ``columns`` (from its first row)."""
+    parts = []
+    for uri in sorted(files):
+        with _parquet(uri) as parquet_file:
+            parts.append(parquet_file.read(columns=list(dict.fromkeys(["item_idx", *columns]))))
+    table = pa.concat_tables(parts)
+    _, first = np.unique(table.column("item_idx").to_numpy(), return_index=True)  # sorted by item_idx
+    table = table.take(pa.array(first))
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
 def check_shardable(files: Sequence[str], world_size: int) -> list[int]:
     """Raise :class:`NotEnoughDataError` when ``files`` have fewer row groups than ``world_size`` ranks.
 

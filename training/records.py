@@ -11,6 +11,8 @@
   run that repeats an evaluation does not add its rows twice (Delta app transactions).
 * ``training/predictions`` (:data:`PREDICTIONS`, partitioned by ``run_id``): the test split's scores of the best
   checkpoint, one row per sample; each rank appends its own shard once.
+* ``training/item_vectors`` (:data:`ITEM_VECTORS`, partitioned by ``run_id``): for models with an item tower
+  (two-tower), the best checkpoint's vector of every item in the samples, for nearest-neighbour retrieval.
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ PREDICTIONS = pa.schema([
     ("user_idx", pa.int64()),
     ("score", pa.float64()),
     ("label", pa.int32()),
+])
+ITEM_VECTORS_TABLE = "training/item_vectors"
+ITEM_VECTORS = pa.schema([
+    ("run_id", pa.string()),
+    ("item_idx", pa.int64()),
+    ("vector", pa.list_(pa.float32())),
 ])
 FINAL_EPOCH = -1  # ``epoch`` of the final rows
 
@@ -142,6 +150,18 @@ class RunRecorder:
         }, schema=PREDICTIONS)
         self.lakehouse.write_arrow(table, PREDICTIONS_TABLE, mode="append", partition_by=["run_id"],
                                    txn=(f"{PREDICTIONS_TABLE}/{self.run_id}/rank{rank}", 1))
+
+
+def write_item_vectors(lakehouse: Lakehouse, run_id: str, rank: int, item_idx: np.ndarray,
+                       vectors: np.ndarray) -> None:
+    """Append one rank's share of a run's item vectors once (partitioned by ``run_id``)."""
+    table = pa.table({
+        "run_id": pa.array([run_id] * len(item_idx), pa.string()),
+        "item_idx": pa.array(item_idx, pa.int64()),
+        "vector": pa.array(list(vectors.astype(np.float32)), pa.list_(pa.float32())),
+    }, schema=ITEM_VECTORS)
+    lakehouse.write_arrow(table, ITEM_VECTORS_TABLE, mode="append", partition_by=["run_id"],
+                          txn=(f"{ITEM_VECTORS_TABLE}/{run_id}/rank{rank}", 1))
 
 
 def config_json(config: Any) -> str:

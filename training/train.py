@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from features.tableio import Lakehouse
 from training.checkpoint import CheckpointManager, rng_state, set_rng_state
 from training.config import ConfigError, RunConfig, load_config
+from training.features import FEATURES
 from training.metrics import CTRMetrics, hit_rate_at_k, ndcg_at_k
 from training.models import MODELS, CTRModel
 from training.reader import (
@@ -60,6 +61,7 @@ from training.reader import (
     SequenceLengthError,
     check_index_ranges,
     check_shardable,
+    distinct_items,
     id_frequencies,
     negative_fallback_counts,
     rank_candidate_count,
@@ -67,7 +69,17 @@ from training.reader import (
     resolve_files,
     synchronised,
 )
-from training.records import FINAL_EPOCH, PREDICTIONS, PREDICTIONS_TABLE, RunRecorder, code_version, config_json
+from training.records import (
+    FINAL_EPOCH,
+    ITEM_VECTORS,
+    ITEM_VECTORS_TABLE,
+    PREDICTIONS,
+    PREDICTIONS_TABLE,
+    RunRecorder,
+    code_version,
+    config_json,
+    write_item_vectors,
+)
 
 VOCAB_TABLE = "features/vocab"
 RANK_EVAL_TABLE = "features/rank_eval"
@@ -573,6 +585,54 @@ class Trainer:
         sampled, steps = negative_fallback_counts(self.plan.files["train"])
         return {"neg_steps": float(steps), "neg_fallback_share": sampled / steps if steps else float("nan")}
 
+    @torch.no_grad()
+    def export_item_vectors(self, chunk: int = 4096) -> int:
+        """Write the item tower's vector of every item in the samples to ``training/item_vectors`` (all ranks).
+
+        Items are taken in chunks, chunk c on rank c % world_size; every rank runs the same number of steps (the
+        lookups are collective), a rank without a chunk scoring one padding row that it throws away.
+        """
+        from torchrec.distributed.model_parallel import get_unwrapped_module
+        from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+        names = self.model.item_features
+        columns = [FEATURES[name].column for name in names]
+        files = sorted({uri for split in SPLITS for uri in self.plan.files[split]})
+        items = distinct_items(files, columns)
+        total = len(items["item_idx"])
+        starts = list(range(0, total, chunk))[self.ctx.rank::self.ctx.world_size]
+        steps = math.ceil(math.ceil(total / chunk) / self.ctx.world_size)
+        module = get_unwrapped_module(self.dmp)
+        module.eval()
+        kept_ids, kept_vectors = [], []
+        try:
+            for step in range(steps):
+                start = starts[step] if step < len(starts) else None
+                rows = slice(start, start + chunk) if start is not None else slice(0, 0)
+                values = [torch.as_tensor(items[column][rows], dtype=torch.int64) for column in columns]
+                n = len(values[0]) if values else 0
+                if n == 0:  # padding id 0 in every table: scored, then dropped
+                    values, n = [torch.zeros(1, dtype=torch.int64) for _ in columns], 1
+                sparse = KeyedJaggedTensor.from_lengths_sync(
+                    keys=list(names), values=torch.cat(values),
+                    lengths=torch.ones(n * len(names), dtype=torch.int32)).to(self.ctx.device)
+                vectors = module.item_vectors(sparse)
+                if start is not None:
+                    kept_ids.append(items["item_idx"][rows])
+                    kept_vectors.append(vectors.float().cpu().numpy())
+        finally:
+            module.train()
+        ids = np.concatenate(kept_ids) if kept_ids else np.empty(0, dtype=np.int64)
+        vectors = np.concatenate(kept_vectors) if kept_vectors else np.empty((0, 0), dtype=np.float32)
+        if self.ctx.rank == 0 and not self.lakehouse.exists(ITEM_VECTORS_TABLE):
+            self.lakehouse.write_arrow(ITEM_VECTORS.empty_table(), ITEM_VECTORS_TABLE, mode="append",
+                                       partition_by=["run_id"])
+        dist.barrier()
+        write_item_vectors(self.lakehouse, self.run_id, self.ctx.rank, ids, vectors)
+        dist.barrier()
+        self.log(f"wrote {total:,} item vectors to {ITEM_VECTORS_TABLE}")
+        return total
+
     def finish(self) -> dict[str, dict[str, float]]:
         """Evaluate the best checkpoint on valid and test; write final metrics and test predictions."""
         best = self.state.best_step
@@ -597,6 +657,8 @@ class Trainer:
         self.recorder.predictions(self.ctx.rank, predictions["sample_id"], predictions["user_idx"],
                                   predictions["score"], predictions["label"])
         dist.barrier()
+        if self.model.item_features:
+            self.export_item_vectors()
         for split, values in final.items():
             self.log(f"final {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
         return final

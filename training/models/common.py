@@ -96,8 +96,10 @@ class CTRModel(nn.Module):
         does the same but has only a CUDA kernel.
         """
         keys, uniques, inverses = [], [], {}
-        for table, names in self.table_features.items():
-            ids = torch.cat([sparse[name].values() for name in names])
+        present = set(sparse.keys())  # a partial batch (an item tower's items) leaves the other tables empty
+        table_features = {table: [n for n in names if n in present] for table, names in self.table_features.items()}
+        for table, names in table_features.items():
+            ids = torch.cat([sparse[name].values() for name in names]) if names else sparse.values()[:0]
             unique, inverse = torch.unique(ids, sorted=False, return_inverse=True)
             keys.append(_ids_feature(table))
             uniques.append(unique)
@@ -109,7 +111,7 @@ class CTRModel(nn.Module):
         dim = self.config.embedding_dim
         result: dict[str, JaggedTensor] = {}
         self._distinct_rows = {}
-        for table, names in self.table_features.items():
+        for table, names in table_features.items():
             rows = embedded[_ids_feature(table)].values()
             if dim != self.storage_dim:
                 rows = rows[:, :dim]
