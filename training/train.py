@@ -121,18 +121,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def init_process_group() -> None:
+def init_process_group() -> bool:
     """Join the torchrun process group (or make a one-process group when started without torchrun).
 
     With CUDA present the group gets both backends (gloo for CPU tensors, nccl for CUDA ones), so the device can
-    be chosen after rank 0 has read the run's configuration.
+    be chosen after rank 0 has read the run's configuration. Returns whether this call created the group (a
+    caller that runs several trainings in one launch creates it once: torchrun's store cannot host a second one).
     """
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
-    if not dist.is_initialized():
-        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend, timeout=dt.timedelta(minutes=30))
+    if dist.is_initialized():
+        return False
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend, timeout=dt.timedelta(minutes=30))
+    return True
 
 
 def make_context(device_choice: str) -> DistContext:
@@ -269,6 +272,10 @@ def shard_model(model: CTRModel, cfg: RunConfig, ctx: DistContext):
     from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+    if ctx.device.type == "cpu" and cfg.optim.embedding_optimizer == "adam":
+        # FBGEMM's fused CPU kernels have no Adam ("Optimizer adam is not supported in CPU mode")
+        raise ConfigError("optim.embedding_optimizer=adam needs a GPU (FBGEMM's fused CPU kernels have no Adam); "
+                          "use adagrad or sgd on CPU")
     apply_optimizer_in_backward(_optimizer_class(cfg.optim.embedding_optimizer), model.embeddings.parameters(),
                                 {"lr": cfg.optim.embedding_lr})
     constraints = None
@@ -392,7 +399,9 @@ class Trainer:
             raise TrainingInputError(f"train.init_from={source_run!r}: its checkpoint {path} has none of this "
                                      f"model's tables {sorted(self.model.table_sizes)} with the same shape")
         state = self.checkpoints.load(path, {"model": wanted})
-        self.dmp.load_state_dict(state["model"], strict=False)
+        full = self.dmp.state_dict()  # TorchRec's load hooks want every table's key, even with strict=False
+        full.update(state["model"])
+        self.dmp.load_state_dict(full)
         self.log(f"initialised {sorted(wanted)} from {path}" + (f"; not in it (or another shape): {skipped}"
                                                                    if skipped else ""))
 
@@ -759,8 +768,9 @@ def main(argv: list[str] | None = None) -> int:
     lakehouse = Lakehouse(args.lakehouse)
     guard = FailureGuard()
     guard.install()  # torchrun stops the surviving ranks with SIGTERM: the run is recorded as failed
+    owns_group = False
     try:
-        init_process_group()
+        owns_group = init_process_group()
         prepared: Any = None
         if dist.get_rank() == 0:
             try:
@@ -813,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
         guard.record(traceback.format_exc())
         raise
     finally:
-        if dist.is_initialized():
+        if owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
