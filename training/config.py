@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -53,9 +53,16 @@ class TrainLoopConfig(StrictConfig):
     # leave-one-out ranking (HR@K, NDCG@K) on features/rank_eval after training, when that table exists
     rank_eval: bool = True
     rank_k: int = Field(default=10, ge=1)
-    # start from the embedding tables of another run's best checkpoint (same table names and shapes), e.g. NAIS
-    # from FISM; the other run must be in the same lakehouse
-    init_from: str | None = None
+    # start from the embedding tables of other runs' best checkpoints (same table names and shapes), e.g. NAIS
+    # from FISM, NeuMF from GMF and NCF-MLP (which also takes their dense layers); runs of the same lakehouse
+    init_from: list[str] = Field(default_factory=list)
+
+    @field_validator("init_from", mode="before")
+    @classmethod
+    def _one_run_is_a_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
 
 
 class RunConfig(StrictConfig):

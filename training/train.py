@@ -366,13 +366,31 @@ class Trainer:
         self.log(f"resumed from {path} (epoch {self.state.epoch}, step {self.state.step_in_epoch} of it, "
                  f"global step {self.state.global_step})")
 
-    def initialise_from(self, source_run: str) -> None:
-        """Copy the embedding tables this model shares (same name and shape) with ``source_run``'s best checkpoint.
+    def initialise_from(self, sources: list[str]) -> None:
+        """Copy the embedding tables this model shares (same name and shape) with each source run's best checkpoint.
 
-        For pre-training, e.g. NAIS's p and q from a FISM run. Every rank reads the same record and checkpoint; a
-        source that did not succeed, or that has no table in common with this model, is an error.
+        For pre-training: NAIS's p and q from a FISM run; NeuMF's GMF and MLP tables from a GMF and an NCF-MLP run
+        (a later source wins a table both have). A model with a ``load_pretrained(dense)`` method also gets each
+        source's dense tensors (``{source model name: {parameter name: tensor}}``), e.g. NeuMF's tower and fused
+        head. Every rank reads the same records and checkpoints; a source that did not succeed, or that shares no
+        table with this model, is an error.
         """
+        from torchrec.distributed.model_parallel import get_unwrapped_module
+
+        dense: dict[str, dict[str, torch.Tensor]] = {}
+        for source_run in sources:
+            model_name, tensors = self._copy_tables_from(source_run)
+            dense[model_name] = tensors
+        hook = getattr(get_unwrapped_module(self.dmp), "load_pretrained", None)
+        if callable(hook):
+            with torch.no_grad():
+                message = hook(dense)
+            if message:
+                self.log(message)
+
+    def _copy_tables_from(self, source_run: str) -> tuple[str, dict[str, torch.Tensor]]:
         import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
         previous = RunRecorder(self.lakehouse, source_run).previous()
         if previous is None or previous["status"] != "succeeded":
@@ -398,12 +416,23 @@ class Trainer:
         if not wanted:
             raise TrainingInputError(f"train.init_from={source_run!r}: its checkpoint {path} has none of this "
                                      f"model's tables {sorted(self.model.table_sizes)} with the same shape")
-        state = self.checkpoints.load(path, {"model": wanted})
+        # the source's dense tensors (its replicated parameters and buffers), for load_pretrained
+        dense = {key.removeprefix("model."): torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
+                 for key, meta in saved.items()
+                 if key.startswith("model.") and ".embeddings.embeddings." not in key
+                 and isinstance(meta, TensorStorageMetadata) and len(meta.chunks) == 1}
+        state = self.checkpoints.load(path, {"model": {**wanted, **dense}})  # in place, into these tensors
         full = self.dmp.state_dict()  # TorchRec's load hooks want every table's key, even with strict=False
-        full.update(state["model"])
+        full.update({key: value for key, value in state["model"].items() if key in wanted})
         self.dmp.load_state_dict(full)
         self.log(f"initialised {sorted(wanted)} from {path}" + (f"; not in it (or another shape): {skipped}"
                                                                    if skipped else ""))
+        stripped = {}
+        for key, value in dense.items():
+            while key.startswith(("module.", "_dmp_wrapped_module.")):  # DMP / DDP wrappers' prefixes
+                key = key.split(".", 1)[1]
+            stripped[key] = value
+        return str(previous["model"]), stripped
 
     # ------------------------------------------------------------------ loops
     def batches(self, split: str, *, epoch: int, train: bool):

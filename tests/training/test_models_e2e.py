@@ -48,7 +48,7 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "zoo-nais-frozen": ("nais", ["train.init_from=zoo-fism", "optim.embedding_lr=1e-12"]),
     "zoo-gmf": ("gmf", []),
     "zoo-ncf_mlp": ("ncf_mlp", []),
-    "zoo-neumf": ("neumf", ["train.init_from=zoo-gmf"]),
+    "zoo-neumf": ("neumf", ["train.init_from=[zoo-gmf, zoo-ncf_mlp]"]),
     "zoo-two_tower": ("two_tower", []),
     "zoo-autorec": ("autorec", []),
     "zoo-deep_crossing": ("deep_crossing", []),
@@ -133,8 +133,10 @@ def test_init_from_copies_the_pretrained_tables(zoo):
     _, stdout = zoo
     nais = next(line for line in stdout.splitlines() if line.startswith("[train zoo-nais] initialised"))
     assert "item_target" in nais and "item_history" in nais and "zoo-fism" in nais
-    neumf = next(line for line in stdout.splitlines() if line.startswith("[train zoo-neumf] initialised"))
-    assert "gmf" in neumf and "zoo-gmf" in neumf
+    neumf = [line for line in stdout.splitlines() if line.startswith("[train zoo-neumf] initialised")]
+    assert len(neumf) == 2 and "item_gmf" in neumf[0] and "zoo-gmf" in neumf[0]
+    assert "item_mlp" in neumf[1] and "zoo-ncf_mlp" in neumf[1]
+    assert "[train zoo-neumf] NeuMF dense part initialised from GMF and MLP" in stdout
 
 
 def _tables(lakehouse: Lakehouse, run_id: str, tmp_path: Path) -> dict[str, np.ndarray]:
@@ -148,8 +150,8 @@ def _tables(lakehouse: Lakehouse, run_id: str, tmp_path: Path) -> dict[str, np.n
     state = torch.load(target, weights_only=False)
     flat = {}
     for key, value in state["model"].items() if "model" in state else state.items():
-        if key.endswith(".weight") and ".embeddings.embeddings." in key:
-            flat[key.split(".embeddings.embeddings.")[1].removesuffix(".weight")] = value.numpy()
+        if key.endswith(".weight") and "embeddings.embeddings." in key:
+            flat[key.split("embeddings.embeddings.")[1].removesuffix(".weight")] = value.numpy()
     return flat
 
 

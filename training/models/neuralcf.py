@@ -37,14 +37,14 @@ Pre-training NeuMF from GMF and MLP (the paper's recipe; all three with the same
 
     torchrun ... -m training.train --model gmf                                  # run G
     torchrun ... -m training.train --model ncf_mlp                              # run M
-    torchrun ... -m training.train --model neumf --set train.init_from=G        # user_gmf, item_gmf from G
+    torchrun ... -m training.train --model neumf --set "train.init_from=[G, M]"
 
-``train.init_from`` copies the embedding tables of the same name and shape from one run, so this loads GMF's
-tables (``--set train.init_from=M`` would load MLP's instead). The paper also initialises NeuMF's dense part from
-both models, with h ← [α h_G; (1 − α) h_M] (α = ``pretrain_alpha``, 0.5) and b ← α b_G + (1 − α) b_M, and then
-trains with plain SGD (``--set optim.dense_optimizer=sgd``): :meth:`NeuMF.load_pretrained_dense` does that dense
-part from the two models' dense state dicts (module names line up: ``mlp_tower.*`` in MLP and NeuMF, ``head.*``
-in all three); copying from two runs needs trainer support that ``train.init_from`` does not have yet.
+``train.init_from`` copies the embedding tables of the same name and shape from each run (GMF's user_gmf and
+item_gmf from G, MLP's user_mlp and item_mlp from M) and hands the runs' dense tensors to
+:meth:`NeuMF.load_pretrained`, which initialises the dense part as the paper does: the MLP tower from M, and
+h ← [α h_G; (1 − α) h_M] (α = ``pretrain_alpha``, 0.5), b ← α b_G + (1 − α) b_M (module names line up:
+``mlp_tower.*`` in MLP and NeuMF, ``head.*`` in all three). The paper then trains with plain SGD
+(``--set optim.dense_optimizer=sgd``). With only one of the two runs, only its tables are copied.
 """
 
 from __future__ import annotations
@@ -199,6 +199,13 @@ class NeuMF(NeuralCF):
         return self.head(torch.cat([gmf, mlp], dim=1)).squeeze(1)
 
     @torch.no_grad()
+    def load_pretrained(self, sources: Mapping[str, Mapping[str, Tensor]]) -> str:
+        """``train.init_from`` hook: with a GMF and an NCF-MLP run among the sources, the paper's dense init."""
+        if "gmf" in sources and "ncf_mlp" in sources:
+            self.load_pretrained_dense(sources["gmf"], sources["ncf_mlp"])
+            return f"NeuMF dense part initialised from GMF and MLP (alpha {self.config.pretrain_alpha})"
+        return "NeuMF dense part not pre-trained: train.init_from needs both a gmf and an ncf_mlp run"
+
     def load_pretrained_dense(self, gmf: Mapping[str, Tensor], mlp: Mapping[str, Tensor]) -> None:
         """The paper's initialisation of the dense part from a trained GMF and a trained MLP.
 
