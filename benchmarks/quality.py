@@ -47,6 +47,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("gru_agru", "dien", ("model.evolution=agru", "model.aux_weight=0"), "BaseModel+GRU+AGRU"),
     Variant("gru_augru", "dien", ("model.evolution=augru", "model.aux_weight=0"), "BaseModel+GRU+AUGRU"),
     Variant("dien", "dien", ("model.evolution=augru", "model.aux_weight=1.0"), "AUGRU + auxiliary loss"),
+    Variant("dien_a0.1", "dien", ("model.evolution=augru", "model.aux_weight=0.1"), "AUGRU + 0.1 x auxiliary loss"),
     Variant("dstn_pooling", "dstn", ("model.attention=pooling",)),
     Variant("dstn_self", "dstn", ("model.attention=self",)),
     Variant("dstn_interactive", "dstn", ("model.attention=interactive",)),
@@ -86,11 +87,12 @@ def build(lakehouse: str) -> int:
     return status
 
 
-def run_id(variant: Variant, seed: int) -> str:
-    return f"q-{variant.name}-s{seed}"
+def run_id(variant: Variant, seed: int, prefix: str = "q") -> str:
+    return f"{prefix}-{variant.name}-s{seed}"
 
 
-def train(lakehouse: str, seeds: list[int], only: list[str] | None) -> int:
+def train(lakehouse: str, seeds: list[int], only: list[str] | None, prefix: str = "q",
+          extra: list[str] | None = None) -> int:
     from training.models import MODELS
 
     lh = Lakehouse(lakehouse)
@@ -106,13 +108,13 @@ def train(lakehouse: str, seeds: list[int], only: list[str] | None) -> int:
             print(f"skip {variant.name}: model {variant.model!r} is not registered")
             continue
         for seed in seeds:
-            rid = run_id(variant, seed)
+            rid = run_id(variant, seed, prefix)
             if rid in done:
                 continue
             command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                        "-m", "training.train", "--lakehouse", lakehouse, "--model", variant.model, "--run-id", rid,
                        *COMMON, "--set", f"train.seed={seed}", "--set", f"train.rank_eval={str(variant.rank).lower()}"]
-            for item in variant.overrides:
+            for item in (*variant.overrides, *(extra or [])):
                 command += ["--set", item]
             started = time.perf_counter()
             result = subprocess.run(command, capture_output=True, text=True)
@@ -150,7 +152,7 @@ def true_auc(lh: Lakehouse) -> tuple[float, float] | None:
     return float(binary_auroc(p_click, labels)), float(binary_auroc(position_free, labels))
 
 
-def report(lakehouse: str) -> int:
+def report(lakehouse: str, prefix: str = "q") -> int:
     lh = Lakehouse(lakehouse)
     rows = lh.read_arrow("training/metrics").to_pylist()
     by_run: dict[str, dict[tuple[str, str, str], float]] = {}
@@ -162,7 +164,7 @@ def report(lakehouse: str) -> int:
     print("| variant | model | seeds | test AUC | test GAUC | test logloss | HR@10 | NDCG@10 | train samples/s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for variant in VARIANTS:
-        runs = [values for rid, values in sorted(by_run.items()) if rid.startswith(f"q-{variant.name}-s")
+        runs = [values for rid, values in sorted(by_run.items()) if rid.startswith(f"{prefix}-{variant.name}-s")
                 and ("final", "test", "auc") in values]
         if not runs:
             continue
@@ -186,7 +188,7 @@ def report(lakehouse: str) -> int:
     if ceiling is not None:
         print(f"best achievable test AUC (the generator's true click probabilities): {ceiling[0]:.4f}; "
               f"without the position factor, which no model here reads: {ceiling[1]:.4f}")
-    print(f"\nreproduce: python -m benchmarks.quality build|train|report --lakehouse {lakehouse}")
+    print(f"\nreproduce: python -m benchmarks.quality build|train|report --lakehouse {lakehouse} --prefix {prefix}")
     return 0
 
 
@@ -196,12 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lakehouse", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", help="variant or model names (default: all)")
+    parser.add_argument("--prefix", default="q", help="run ids are PREFIX-<variant>-s<seed> (one sweep per prefix)")
+    parser.add_argument("--set", action="append", default=[], dest="extra",
+                        help="an override for every run of the sweep, e.g. data.batch_size=256")
     args = parser.parse_args(argv)
     if args.step == "build":
         return build(args.lakehouse)
     if args.step == "train":
-        return train(args.lakehouse, args.seeds, args.only)
-    return report(args.lakehouse)
+        return train(args.lakehouse, args.seeds, args.only, args.prefix, args.extra)
+    return report(args.lakehouse, args.prefix)
 
 
 if __name__ == "__main__":
