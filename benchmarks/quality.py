@@ -69,6 +69,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("neumf", "neumf", rank=True),
     Variant("two_tower", "two_tower", rank=True),
     Variant("autorec", "autorec", rank=True),
+    Variant("drn", "drn", note="dueling Q, offline major update (gamma 0)", rank=True),
 )
 
 

@@ -57,6 +57,7 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "zoo-wide_deep": ("wide_deep", []),
     "zoo-deepfm": ("deepfm", []),
     "zoo-nfm": ("nfm", []),
+    "zoo-drn": ("drn", []),
 }
 
 

@@ -10,6 +10,7 @@ from training.models.deep_crossing import DeepCrossing
 from training.models.deepfm import DeepFM
 from training.models.dien import DIEN
 from training.models.din import DIN
+from training.models.drn import DRN
 from training.models.dstn import DSTN
 from training.models.fism import FISM
 from training.models.nais import NAIS
@@ -21,7 +22,8 @@ from training.models.wide_deep import WideDeep
 
 MODELS: dict[str, type[CTRModel]] = {cls.name: cls for cls in (BaseModel, DIN, DIEN, DSTN, AFM, FISM, NAIS,
                                                       GMF, NCFMLP, NeuMF, TwoTower, AutoRec,
-                                                      DeepCrossing, PNN, WideDeep, DeepFM, NFM)}
+                                                      DeepCrossing, PNN, WideDeep, DeepFM, NFM, DRN)}
 
 __all__ = ["MODELS", "CTRModel", "ModelConfig", "ModelOutput", "BaseModel", "DIN", "DIEN", "DSTN", "AFM", "FISM",
-           "NAIS", "GMF", "NCFMLP", "NeuMF", "TwoTower", "AutoRec", "DeepCrossing", "PNN", "WideDeep", "DeepFM", "NFM"]
+           "NAIS", "GMF", "NCFMLP", "NeuMF", "TwoTower", "AutoRec", "DeepCrossing", "PNN", "WideDeep", "DeepFM", "NFM",
+           "DRN"]
