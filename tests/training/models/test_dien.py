@@ -73,7 +73,8 @@ def set_closed_form_gru(module) -> None:
 
 
 def dien(**overrides) -> DIEN:
-    settings = {"embedding_dim": 1, "profile_features": (), "mlp_hidden": (), "history_sum": False, **overrides}
+    settings = {"embedding_dim": 1, "profile_features": (), "mlp_hidden": (), "history_sum": False,
+                "history_product": False, **overrides}
     model = DIEN(DIENConfig(**settings), SIZES, embedding_device=torch.device("cpu"))
     with torch.no_grad():
         model.embeddings.embeddings["item"].weight[:, :1].copy_(torch.tensor(ITEM).unsqueeze(1))
@@ -182,6 +183,14 @@ def test_history_sum_enters_the_mlp():
     torch.testing.assert_close(model(batch()).logits, torch.tensor(expected))
 
 
+def test_history_product_enters_the_mlp():
+    model = dien(history_product=True).eval()
+    # e_a ⊙ Σ_t e_b[t]: row 0 [1, 0.5] ⊙ [2, 2.5] -> 1·2 + 0.5·2.5 = 3.25; row 1 [2, 1] ⊙ [-1, 0.5] -> -1.5; row 2: 0
+    products = [3.25, -1.5, 0.0]
+    expected = [products[row] + sum(final_interest_by_hand(row, "augru")) for row in range(3)]
+    torch.testing.assert_close(model(batch()).logits, torch.tensor(expected))
+
+
 def test_auxiliary_loss_by_hand_in_training():
     model = dien(aux_weight=0.5).train()
     out = model(batch())
@@ -247,7 +256,7 @@ def test_config_registry_and_defaults_file():
     defaults = yaml.safe_load((Path(training.__file__).parent / "configs" / "dien.yaml").read_text())["model"]
     config = DIENConfig.model_validate(defaults)
     assert (config.evolution, config.aux_weight, config.mlp_activation, config.mba_lambda) == ("augru", 1.0, "dice", 0)
-    assert config.mlp_hidden == (200, 80) and config.history_sum
+    assert config.mlp_hidden == (200, 80) and config.history_sum and config.history_product
     with pytest.raises(ValidationError):
         DIENConfig(evolutoin="agru")
     with pytest.raises(ValidationError):
