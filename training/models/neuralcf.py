@@ -217,5 +217,6 @@ class NeuMF(NeuralCF):
         alpha = self.config.pretrain_alpha
         tower = {key.removeprefix("mlp_tower."): value for key, value in mlp.items() if key.startswith("mlp_tower.")}
         self.mlp_tower.load_state_dict(tower)
-        self.head.weight.copy_(torch.cat([alpha * gmf["head.weight"], (1 - alpha) * mlp["head.weight"]], dim=1))
-        self.head.bias.copy_(alpha * gmf["head.bias"] + (1 - alpha) * mlp["head.bias"])
+        with torch.no_grad():  # an initialisation, not part of any graph
+            self.head.weight.copy_(torch.cat([alpha * gmf["head.weight"], (1 - alpha) * mlp["head.weight"]], dim=1))
+            self.head.bias.copy_(alpha * gmf["head.bias"] + (1 - alpha) * mlp["head.bias"])
