@@ -1,4 +1,6 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# `make demo` is the whole pipeline through the Airflow DAGs (python -m jobs.pipeline; its Airflow home and SQLite
+# database are created under .airflow/ on first use).
 # They create .venv from requirements/lock.txt and resolve the Delta Lake JVM package into .cache/ivy when
 # either is missing or out of date.
 
@@ -12,6 +14,8 @@ VENV_STAMP := $(VENV)/.installed
 DELTA_STAMP := .cache/ivy/.resolved
 DEMO_LAKEHOUSE ?= lakehouse
 PRESET ?= small
+MODELS ?=
+AIRFLOW_HOME_DIR ?= .airflow
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint lock cuda benchmark-generator clean
@@ -32,13 +36,14 @@ $(DELTA_STAMP): $(VENV_STAMP) features/spark.py
 	touch $@
 
 demo: setup
-	$(PY) -m jobs.demo --lakehouse $(DEMO_LAKEHOUSE) --preset $(PRESET)
+	$(PY) -m jobs.pipeline --lakehouse $(DEMO_LAKEHOUSE) --preset $(PRESET) --airflow-home $(AIRFLOW_HOME_DIR) \
+		$(if $(MODELS),--models $(MODELS))
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check features jobs training tests benchmarks
+	$(VENV)/bin/ruff check features jobs training tests benchmarks airflow_dags
 
 # Re-resolve the full pinned set from requirements/base.in (needs network; commit the result).
 lock: $(VENV_STAMP)
@@ -53,4 +58,4 @@ benchmark-generator: setup
 	$(PY) -m benchmarks.generate_synthetic
 
 clean:
-	rm -rf $(VENV) .cache $(DEMO_LAKEHOUSE)
+	rm -rf $(VENV) .cache $(DEMO_LAKEHOUSE) $(AIRFLOW_HOME_DIR)

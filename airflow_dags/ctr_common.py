@@ -1,0 +1,91 @@
+"""What the ctr_* DAG files share: assets, default task arguments and the feature-job operator.
+
+Imports Airflow, the standard library and ``ctr_settings`` only. Anything that needs the project (delta-rs checks,
+the training launcher) is imported inside the callables, when a task runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.exceptions import AirflowNotFoundException, AirflowSkipException
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset, BaseHook
+from ctr_settings import FEATURE_OUTPUTS, SETTINGS, TRAINING_OUTPUTS, Settings
+
+
+def table_asset(table: str, settings: Settings = SETTINGS) -> Asset:
+    """The Airflow asset of a lakehouse table: named ``ctr/<table>``, its URI the table's location."""
+    return Asset(name=f"ctr/{table}", uri=settings.table_uri(table), group="ctr-lakehouse")
+
+
+FEATURE_ASSETS: dict[str, list[Asset]] = {
+    job: [table_asset(t) for t in tables] for job, tables in FEATURE_OUTPUTS.items()
+}
+TRAINING_ASSETS: list[Asset] = [table_asset(t) for t in TRAINING_OUTPUTS]
+#: what a training run reads: the samples and the split (build_rank_eval runs after build_samples, and last)
+TRAINING_INPUTS: list[Asset] = [table_asset("features/samples"), table_asset("features/split")]
+
+
+def default_args(settings: Settings = SETTINGS) -> dict[str, Any]:
+    """Retries with exponential back-off (60 s, 120 s, ... up to 30 min by default)."""
+    return {
+        "owner": "ctr",
+        "retries": settings.retries,
+        "retry_delay": dt.timedelta(seconds=settings.retry_delay_seconds),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(seconds=settings.max_retry_delay_seconds),
+    }
+
+
+def require_spark_connection(conn_id: str) -> None:
+    """Fail with the fix when the Spark connection is missing (the provider would silently fall back to yarn)."""
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException as err:
+        key = "AIRFLOW_CONN_" + conn_id.upper()
+        raise AirflowNotFoundException(
+            f"the Spark connection {conn_id!r} is not defined. For the embedded default: "
+            f"export {key}='{{\"conn_type\": \"spark\", \"host\": \"local[*]\"}}' (or `airflow connections add "
+            f"{conn_id} --conn-type spark --conn-host 'local[*]'`); for a cluster, its master, e.g. --conn-host "
+            f"spark://HOST --conn-port 7077, or yarn. The connection id comes from CTR_SPARK_CONN_ID."
+        ) from err
+
+
+class FeatureJobOperator(SparkSubmitOperator):
+    """One feature job, ``spark-submit jobs/<job>.py --lakehouse L --ds {{ ds }}``, with Delta configured.
+
+    ``skip_check`` names a check of ``jobs.airflow_tasks.SKIP_CHECKS``, run before the submit: when it returns a
+    reason, the task is skipped (for example the vocabulary of a day earlier than its latest, on a backfill).
+    """
+
+    def __init__(self, *, job: str, skip_check: str | None = None, settings: Settings = SETTINGS, **kwargs: Any):
+        super().__init__(
+            task_id=job,
+            application=settings.application(job),
+            application_args=settings.job_args(job),
+            conn_id=settings.spark_conn_id,
+            conf=dict(settings.spark_conf),
+            jars=settings.spark_jars,
+            packages=settings.spark_packages,
+            py_files=settings.spark_py_files,
+            env_vars=dict(settings.spark_env) or None,
+            spark_binary=settings.spark_binary,
+            name=f"ctr_{job}",
+            outlets=FEATURE_ASSETS[job],
+            **kwargs,
+        )
+        self.job = job
+        self.skip_check = skip_check
+        self.lakehouse = settings.lakehouse
+
+    def execute(self, context: Any) -> None:
+        require_spark_connection(self._conn_id)
+        if self.skip_check is not None:
+            from jobs.airflow_tasks import SKIP_CHECKS
+
+            reason = SKIP_CHECKS[self.skip_check](self.lakehouse, context["ds"], dict(context["params"]))
+            if reason:
+                raise AirflowSkipException(f"{self.job} skipped: {reason}")
+        super().execute(context)

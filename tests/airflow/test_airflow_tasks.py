@@ -1,0 +1,225 @@
+"""The DAGs' task bodies (jobs.airflow_tasks) and the pipeline's helpers, on small delta-rs tables (no JVM, no Airflow).
+
+Expected values are worked out from the contracts: the vocabulary is append-only in day order, the split never
+moves back, a failed training task leaves its run recorded as failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+
+import pyarrow as pa
+import pytest
+
+from jobs import airflow_tasks as T
+from jobs import pipeline
+from training.records import METRICS, RUNS
+
+D1, D2, D3 = dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)
+UTC = dt.UTC
+
+
+def write_vocab_days(lakehouse, days):
+    lakehouse.write_arrow(pa.table({"ds": pa.array(days, pa.date32()), "min_count": pa.array([1] * len(days),
+                                                                                            pa.int32())}),
+                          T.VOCAB_DAYS_TABLE, mode="overwrite")
+
+
+def write_split(lakehouse, anchor, days):
+    lakehouse.write_arrow(pa.table({"ds": pa.array(days, pa.date32()), "split": ["train"] * len(days),
+                                    "anchor_ds": pa.array([anchor] * len(days), pa.date32())}),
+                          T.SPLIT_TABLE, mode="overwrite")
+
+
+def run_row(run_id, status, **fields):
+    row = {name: None for name in RUNS.names}
+    row.update(run_id=run_id, model="din", status=status, attempt=1, config=json.dumps({"model_name": "din"}),
+               started_at=dt.datetime(2026, 1, 4, 10, 0, tzinfo=UTC),
+               updated_at=dt.datetime(2026, 1, 4, 10, 5, tzinfo=UTC), **fields)
+    return row
+
+
+def write_runs(lakehouse, rows):
+    lakehouse.upsert_arrow(pa.Table.from_pylist(rows, schema=RUNS), T.RUNS_TABLE, keys=["run_id"])
+
+
+def runs_by_id(lakehouse):
+    return {r["run_id"]: r for r in lakehouse.read_arrow(T.RUNS_TABLE).to_pylist()}
+
+
+# ---------------------------------------------------------------------------------------------------- vocabulary order
+def test_vocab_runs_on_a_fresh_lakehouse_and_for_the_next_or_latest_day(lakehouse):
+    assert T.vocab_skip_reason(lakehouse.root, "2026-01-01", {}) is None
+    write_vocab_days(lakehouse, [D1, D2])
+    assert T.vocab_skip_reason(lakehouse.root, "2026-01-03", {}) is None  # the next day
+    assert T.vocab_skip_reason(lakehouse.root, "2026-01-02", {}) is None  # the latest may be rerun
+
+
+def test_vocab_backfill_of_a_processed_earlier_day_is_skipped_with_the_reason(lakehouse):
+    write_vocab_days(lakehouse, [D1, D2, D3])
+    reason = T.vocab_skip_reason(lakehouse.root, "2026-01-02", {})
+    assert reason is not None and "2026-01-02" in reason and "2026-01-03" in reason and "append-only" in reason
+
+
+def test_vocab_day_earlier_than_the_latest_and_never_processed_is_left_to_the_job_to_refuse(lakehouse):
+    write_vocab_days(lakehouse, [D1, D3])  # D2 missing: skipping it would hide the gap, the job refuses it loudly
+    assert T.vocab_skip_reason(lakehouse.root, "2026-01-02", {}) is None
+
+
+# ---------------------------------------------------------------------------------------------------- split anchor
+def test_rank_eval_runs_unless_turned_off_or_the_split_is_anchored_later(lakehouse):
+    assert T.rank_eval_skip_reason(lakehouse.root, "2026-01-02", {"rank_eval": True}) is None  # no split yet
+    assert "rank_eval = false" in T.rank_eval_skip_reason(lakehouse.root, "2026-01-02", {"rank_eval": False})
+    write_split(lakehouse, D2, [D1, D2])
+    assert T.rank_eval_skip_reason(lakehouse.root, "2026-01-02", {}) is None  # rerun of the anchor day
+    assert T.rank_eval_skip_reason(lakehouse.root, "2026-01-03", {}) is None  # a later day moves it forward
+    reason = T.rank_eval_skip_reason(lakehouse.root, "2026-01-01", {})
+    assert reason is not None and "anchored at 2026-01-02" in reason
+
+
+# ---------------------------------------------------------------------------------------------------- failed runs
+def test_a_run_left_running_by_dead_processes_is_marked_failed_and_keeps_its_record(lakehouse):
+    write_runs(lakehouse, [run_row("r1", "running", feature_version=7, world_size=2)])
+    assert T.mark_run_failed(lakehouse.root, "r1", model="din", error="torchrun exited with status 1") == "marked"
+    row = runs_by_id(lakehouse)["r1"]
+    assert row["status"] == "failed" and row["error"] == "torchrun exited with status 1"
+    assert row["feature_version"] == 7 and row["world_size"] == 2 and row["finished_at"] is not None
+
+
+def test_failures_recorded_by_the_trainer_and_successes_are_left_alone(lakehouse):
+    write_runs(lakehouse, [run_row("f", "failed", error="the trainer's own error"), run_row("s", "succeeded")])
+    version = lakehouse.version(T.RUNS_TABLE)
+    assert T.mark_run_failed(lakehouse.root, "f", model="din", error="other") == "recorded"
+    assert T.mark_run_failed(lakehouse.root, "s", model="din", error="other") == "succeeded"
+    assert lakehouse.version(T.RUNS_TABLE) == version
+    assert runs_by_id(lakehouse)["f"]["error"] == "the trainer's own error"
+
+
+def test_a_run_that_failed_before_its_record_gets_a_failed_row(lakehouse):
+    assert T.mark_run_failed(lakehouse.root, "early", model="dien", error="unknown model") == "inserted"
+    row = runs_by_id(lakehouse)["early"]
+    assert (row["model"], row["status"], row["error"], row["config"]) == ("dien", "failed", "unknown model", None)
+
+
+def test_the_failure_callback_marks_only_this_dag_runs_running_runs(lakehouse):
+    write_runs(lakehouse, [run_row("din-x", "running"), run_row("din-x-try2", "running"),
+                           run_row("din-xy", "running"), run_row("din-x-try3", "succeeded")])
+    assert sorted(T.mark_stale_runs_failed(lakehouse.root, "din-x", error="task failed")) == ["din-x", "din-x-try2"]
+    status = {k: v["status"] for k, v in runs_by_id(lakehouse).items()}
+    assert status == {"din-x": "failed", "din-x-try2": "failed", "din-xy": "running", "din-x-try3": "succeeded"}
+
+
+# ---------------------------------------------------------------------------------------------------- retries
+def test_a_retry_resumes_a_recorded_run_and_restarts_one_that_never_started(lakehouse):
+    assert T._plan_attempt(lakehouse.root, "din-a", 1) == ("din-a", False)  # first try: a new run
+    write_runs(lakehouse, [run_row("din-a", "failed")])
+    assert T._plan_attempt(lakehouse.root, "din-a", 2) == ("din-a", True)  # recorded with its config: resume
+    T.mark_run_failed(lakehouse.root, "din-b", model="din", error="failed before recording")
+    assert T._plan_attempt(lakehouse.root, "din-b", 2) == ("din-b-try2", False)  # no config to resume from
+    write_runs(lakehouse, [run_row("din-c", "succeeded")])
+    assert T._plan_attempt(lakehouse.root, "din-c", 2) is None  # already done: nothing to train
+
+
+def test_torchrun_command_for_a_new_and_a_resumed_run():
+    new = T.torchrun_command(torchrun=["python", "-m", "torch.distributed.run"], torchrun_args=["--standalone"],
+                             nproc=2, lakehouse="/lh", model="dien", run_id="r", overrides=["train.epochs=1"])
+    assert new == ["python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                   "training.train", "--lakehouse", "/lh", "--model", "dien", "--run-id", "r",
+                   "--set", "train.epochs=1"]
+    resumed = T.torchrun_command(torchrun=["torchrun"], torchrun_args=[], nproc=8, lakehouse="/lh", model="dien",
+                                 run_id="r", resume=True, overrides=["train.epochs=1"])
+    assert resumed == ["torchrun", "--nproc_per_node=8", "-m", "training.train", "--lakehouse", "/lh",
+                       "--resume", "r"]
+    with pytest.raises(ValueError, match="key=value"):
+        T.torchrun_command(torchrun=["t"], torchrun_args=[], nproc=1, lakehouse="/lh", model="din", run_id="r",
+                           overrides=["epochs"])
+
+
+def test_training_run_ids_are_file_name_safe():
+    assert T.training_run_id("din", "manual__2026-01-04T10:00:00+00:00") == "din-manual__2026-01-04T10-00-00-00-00"
+
+
+def test_a_training_process_that_dies_without_recording_fails_the_task_and_is_recorded(lakehouse, tmp_path):
+    # a stand-in for torchrun: records the run as running (as rank 0 does), prints, then dies
+    script = tmp_path / "fake_torchrun.py"
+    script.write_text(
+        "import sys, json, datetime as dt, pyarrow as pa\n"
+        "from features.tableio import Lakehouse\n"
+        "from training.records import RUNS\n"
+        "args = sys.argv[1:]; run_id = args[args.index('--run-id') + 1]\n"
+        "row = {n: None for n in RUNS.names}\n"
+        "row.update(run_id=run_id, model='din', status='running', attempt=1, config='{}',"
+        " started_at=dt.datetime.now(dt.UTC))\n"
+        "Lakehouse(args[args.index('--lakehouse') + 1]).upsert_arrow(pa.Table.from_pylist([row], schema=RUNS),"
+        " 'training/runs', keys=['run_id'])\n"
+        "print('rank 0: step 1', flush=True)\n"
+        "sys.exit(3)\n"
+    )
+    lines: list[str] = []
+    with pytest.raises(RuntimeError, match="status 3.*training/runs: marked"):
+        T.run_training(lakehouse=lakehouse.root, model="din", base_run_id="din-dead", nproc=2,
+                       torchrun=[sys.executable, str(script)], log=lines.append)
+    assert "rank 0: step 1" in lines
+    row = runs_by_id(lakehouse)["din-dead"]
+    assert row["status"] == "failed" and "status 3" in row["error"] and "rank 0: step 1" in row["error"]
+
+
+# ---------------------------------------------------------------------------------------------------- summary
+def test_summary_reads_the_final_metrics_and_the_training_throughput(lakehouse):
+    write_runs(lakehouse, [run_row("din-s", "succeeded", finished_at=dt.datetime(2026, 1, 4, 10, 2, tzinfo=UTC))])
+    at = dt.datetime(2026, 1, 4, tzinfo=UTC)
+    rows = [("epoch", 0, "train", "samples_per_second", 1000.0), ("epoch", 1, "train", "samples_per_second", 3000.0),
+            ("epoch", 0, "valid", "auc", 0.6), ("final", -1, "valid", "auc", 0.61),
+            ("final", -1, "test", "auc", 0.7), ("final", -1, "test", "gauc", 0.65),
+            ("final", -1, "test", "logloss", 0.4)]
+    lakehouse.write_arrow(pa.Table.from_pylist(
+        [{"run_id": "din-s", "kind": k, "epoch": e, "step": 1, "split": s, "metric": m, "value": v,
+          "recorded_at": at} for k, e, s, m, v in rows], schema=METRICS), T.METRICS_TABLE, mode="append")
+    summary = T.summarize_run(lakehouse.root, "din-s")
+    assert summary == {"run_id": "din-s", "model": "din", "status": "succeeded", "epochs": 2,
+                       "samples_per_second": 2000.0, "seconds": 120.0, "test_auc": 0.7, "test_gauc": 0.65,
+                       "test_logloss": 0.4, "valid_auc": 0.61}
+    table = T.format_summaries([summary]).splitlines()
+    assert table[1].split() == ["din", "0.7000", "0.6500", "0.4000", "0.6100", "2,000", "2", "din-s"]
+
+
+def test_summary_of_a_failed_run_is_an_error(lakehouse):
+    write_runs(lakehouse, [run_row("din-f", "failed", error="boom")])
+    with pytest.raises(RuntimeError, match="din-f is failed: boom"):
+        T.summarize_run(lakehouse.root, "din-f")
+
+
+# ---------------------------------------------------------------------------------------------------- pipeline
+def test_explicit_models_must_be_registered():
+    assert pipeline.resolve_models("din,base", ["base", "din"]) == (["din", "base"], [])
+    with pytest.raises(ValueError, match="dien not registered in training.models"):
+        pipeline.resolve_models("dien,din", ["base", "din"])
+
+
+def test_the_default_models_fall_back_to_the_registered_ones_with_a_warning():
+    assert pipeline.resolve_models(None, ["base", "dien", "din"]) == (["dien", "din"], [])
+    models, warnings = pipeline.resolve_models(None, ["base", "din"])
+    assert models == ["din"] and len(warnings) == 1 and "'dien'" in warnings[0]
+    with pytest.raises(ValueError, match="pass --models"):
+        pipeline.resolve_models(None, ["base"])
+
+
+def test_pipeline_presets_generate_the_days_they_train_on():
+    assert pipeline.preset_days("tiny") == [D1, D2, D3]
+    assert len(pipeline.preset_days("small")) == 4
+    argv = pipeline.generate_argv("/lh", "small")
+    assert argv[:2] == ["--lakehouse", "/lh"] and argv.count("--seed") == 1 and argv.count("--corrupt-fraction") == 1
+
+
+def test_airflow_environment_is_local_to_the_project_and_keeps_a_user_connection(tmp_path):
+    env = pipeline.airflow_env(tmp_path / "af", "/lh", retries=0, base={"PATH": "/usr/bin"})
+    assert env["AIRFLOW_HOME"] == str(tmp_path / "af")
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path / 'af' / 'airflow.db'}"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(pipeline.DAGS_FOLDER)
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False" and env["CTR_LAKEHOUSE"] == "/lh"
+    assert json.loads(env[pipeline.SPARK_CONN_ENV]) == {"conn_type": "spark", "host": "local[*]"}
+    mine = pipeline.airflow_env(tmp_path / "af", "/lh", retries=0,
+                                base={pipeline.SPARK_CONN_ENV: '{"conn_type": "spark", "host": "local[2]"}'})
+    assert json.loads(mine[pipeline.SPARK_CONN_ENV])["host"] == "local[2]"
