@@ -54,13 +54,14 @@ def require_spark_connection(conn_id: str) -> None:
 
 
 class FeatureJobOperator(SparkSubmitOperator):
-    """One feature job, ``spark-submit jobs/<job>.py --lakehouse L --ds {{ ds }}``, with Delta configured.
+    """One feature job, ``spark-submit jobs/<job>.py --lakehouse L --ds FIRST --until LAST``, with Delta configured.
 
-    ``skip_check`` names a check of ``jobs.airflow_tasks.SKIP_CHECKS``, run before the submit: when it returns a
-    reason, the task is skipped (for example the vocabulary of a day earlier than its latest, on a backfill).
+    The days are the run's data interval (``{{ ds }}``), or ``{{ ds }}`` to the conf's ``until`` for a catch-up in
+    one run (one JVM for all the days). ``day_plan`` names a check of ``jobs.airflow_tasks.DAY_PLANS``, run before
+    the submit: it may start the range later (days a backfill must not redo) or skip the task.
     """
 
-    def __init__(self, *, job: str, skip_check: str | None = None, settings: Settings = SETTINGS, **kwargs: Any):
+    def __init__(self, *, job: str, day_plan: str | None = None, settings: Settings = SETTINGS, **kwargs: Any):
         super().__init__(
             task_id=job,
             application=settings.application(job),
@@ -77,15 +78,33 @@ class FeatureJobOperator(SparkSubmitOperator):
             **kwargs,
         )
         self.job = job
-        self.skip_check = skip_check
+        self.day_plan = day_plan
         self.lakehouse = settings.lakehouse
 
     def execute(self, context: Any) -> None:
         require_spark_connection(self._conn_id)
-        if self.skip_check is not None:
-            from jobs.airflow_tasks import SKIP_CHECKS
+        args = list(self.application_args)  # rendered by now
+        first, last = args[args.index("--ds") + 1], args[args.index("--until") + 1]
+        if last < first:
+            raise ValueError(f"the run's conf says until = {last}, before the run's day {first}")
+        if self.day_plan is not None:
+            from jobs.airflow_tasks import DAY_PLANS
 
-            reason = SKIP_CHECKS[self.skip_check](self.lakehouse, context["ds"], dict(context["params"]))
-            if reason:
-                raise AirflowSkipException(f"{self.job} skipped: {reason}")
+            plan = DAY_PLANS[self.day_plan](self.lakehouse, first, last, dict(context["params"]), _job_config(args))
+            if plan.first is None:
+                raise AirflowSkipException(f"{self.job} skipped: {plan.reason}")
+            if plan.reason:
+                self.log.info("%s runs from %s: %s", self.job, plan.first, plan.reason)
+                args[args.index("--ds") + 1] = plan.first.isoformat()
+        self.application_args = args
         super().execute(context)
+
+
+def _job_config(args: list[str]) -> dict[str, Any]:
+    """The settings of the job's ``--config`` file (a YAML mapping), if the task passes one."""
+    if "--config" not in args:
+        return {}
+    import yaml
+
+    with open(args[args.index("--config") + 1]) as file:
+        return yaml.safe_load(file) or {}

@@ -137,8 +137,9 @@ class Settings:
         return str(Path(self.project_dir) / "jobs" / f"{job}.py")
 
     def job_args(self, job: str) -> list[str]:
-        """The job's arguments; ``{{ ds }}`` is rendered by Airflow to the run's data interval start (a UTC day)."""
-        args = ["--lakehouse", self.lakehouse, "--ds", "{{ ds }}"]
+        """The job's arguments, rendered by Airflow: the days from the run's data interval start (a UTC day) to the
+        conf's ``until`` (a catch-up in one run) or that same day."""
+        args = ["--lakehouse", self.lakehouse, "--ds", "{{ ds }}", "--until", "{{ params.until or ds }}"]
         if self.job_config_dir:
             config = Path(self.job_config_dir) / f"{job}.yaml"
             if config.is_file():

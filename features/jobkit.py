@@ -9,6 +9,11 @@ A job's entry point (``jobs/<name>.py``) stays thin::
 ``run_job`` opens the session, times the body, appends one row to ``features/runs`` (status ``succeeded`` or
 ``failed`` with the error), and turns :class:`JobInputError` (a missing input, a bad date) into a clear message
 and exit status 1; argparse errors exit with 2.
+
+``--until YYYY-MM-DD`` runs the body for every day from ``--ds`` to that day, in order, in the one session: a
+catch-up or backfill of many days pays the JVM's start and warm-up once instead of once per day. Each day is
+the same body with its own ``ds`` and its own run record, so the tables equal those of one run per day; the
+first day that fails stops the run (later days are not attempted).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -55,6 +60,12 @@ class JobArgs:
     lakehouse: Lakehouse
     ds: dt.date
     config: Any  # the job's JobConfig subclass
+    until: dt.date | None = None  # last day of a multi-day run (inclusive); None: ds only
+
+    def days(self) -> list[dt.date]:
+        """The days this invocation processes, in order."""
+        last = self.until or self.ds
+        return [self.ds + dt.timedelta(days=i) for i in range((last - self.ds).days + 1)]
 
     @property
     def run_id(self) -> str:
@@ -76,6 +87,7 @@ def parse_job_args(job: str, argv: list[str] | None, config_cls: type[ConfigT]) 
     parser = argparse.ArgumentParser(prog=f"jobs/{job}.py", description=f"feature job {job}")
     parser.add_argument("--lakehouse", required=True, help="lakehouse root (folder or URI)")
     parser.add_argument("--ds", required=True, help="the day to process, YYYY-MM-DD")
+    parser.add_argument("--until", help="process every day from --ds to this day (inclusive), in order")
     parser.add_argument("--config", type=Path, help="YAML or JSON file with the job's settings")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
     args = parser.parse_args(argv)
@@ -83,6 +95,14 @@ def parse_job_args(job: str, argv: list[str] | None, config_cls: type[ConfigT]) 
         ds = dt.date.fromisoformat(args.ds)
     except ValueError:
         parser.error(f"--ds must be a date YYYY-MM-DD, got {args.ds!r}")
+    until = None
+    if args.until is not None:
+        try:
+            until = dt.date.fromisoformat(args.until)
+        except ValueError:
+            parser.error(f"--until must be a date YYYY-MM-DD, got {args.until!r}")
+        if until < ds:
+            parser.error(f"--until {until} is before --ds {ds}")
     settings: dict[str, Any] = {}
     if args.config is not None:
         if not args.config.is_file():
@@ -101,17 +121,28 @@ def parse_job_args(job: str, argv: list[str] | None, config_cls: type[ConfigT]) 
     except ValidationError as err:
         parser.error("invalid configuration: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                                            for e in err.errors()))
-    return JobArgs(job=job, lakehouse=Lakehouse(args.lakehouse), ds=ds, config=config)
+    return JobArgs(job=job, lakehouse=Lakehouse(args.lakehouse), ds=ds, config=config, until=until)
 
 
 Body = Callable[["SparkSession", JobArgs], JobOutcome]
 
 
 def run_job(args: JobArgs, body: Body, *, spark: SparkSession | None = None) -> int:
-    """Run ``body`` in the job's session and record the run; returns the process exit status."""
+    """Run ``body`` in the job's session for each day of ``args`` and record each run; returns the exit status."""
     from features.spark import get_spark
 
     spark = spark or get_spark(args.job)
+    days = args.days()
+    for position, day in enumerate(days):
+        status = _run_day(spark, replace(args, ds=day, until=None), body)
+        if status != 0:
+            if position + 1 < len(days):
+                print(f"{args.job}: stopped at {day}; not run: {days[position + 1]}..{days[-1]}", file=sys.stderr)
+            return status
+    return 0
+
+
+def _run_day(spark: SparkSession, args: JobArgs, body: Body) -> int:
     started = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
     try:

@@ -208,6 +208,15 @@ class Lakehouse:
         """The table's properties (Delta ``configuration``: ``delta.*`` settings, constraints and our own keys)."""
         return dict(self._delta_table(table, version).metadata().configuration)
 
+    def days(self, table: str, *, version: int | None = None) -> list[dt.date]:
+        """The ``ds`` partitions of ``table`` that hold data, sorted (from the Delta log: no data file is read)."""
+        import pyarrow as pa
+
+        actions = pa.table(self._delta_table(table, version).get_add_actions(flatten=True))
+        if "partition.ds" not in actions.column_names:
+            raise ValueError(f"table {table!r} is not partitioned by ds")
+        return sorted(set(actions.column("partition.ds").to_pylist()))
+
     def files(
         self, table: str, *, version: int | None = None, days: Iterable[dt.date | str] | None = None
     ) -> list[str]:

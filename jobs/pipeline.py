@@ -7,10 +7,11 @@
 2. Prepares a local Airflow: ``AIRFLOW_HOME`` in the project (``.airflow/``, SQLite metadata database made by
    ``airflow db migrate``), the DAGs folder ``airflow_dags/``, no example DAGs, and the Spark connection
    ``ctr_spark`` = ``local[*]`` (unless ``AIRFLOW_CONN_CTR_SPARK`` is already set).
-3. Runs ``ctr_features`` for every generated day in order (each task a spark-submit of the job; the evaluation
-   sets only for the last day), then ``ctr_training`` once per model with ``{"model": M, "nproc": N, ...}``: torchrun
-   on N CPU ranks, then the evaluation task. Runs go through ``dag.test`` (what ``airflow dags test`` runs) in one
-   process, ``jobs.dag_runner``; Airflow's, Spark's and torchrun's output go to a log file under the Airflow home.
+3. Runs ``ctr_features`` once for all the generated days (a catch-up run, ``{"until": LAST_DAY}``: each task is
+   one spark-submit of its job, which processes the days in order), then ``ctr_training`` once per model with
+   ``{"model": M, "nproc": N, ...}``: torchrun on N CPU ranks, then the evaluation task. Runs go through
+   ``dag.test`` (what ``airflow dags test`` runs) in one process, ``jobs.dag_runner``; Airflow's, Spark's and
+   torchrun's output go to a log file under the Airflow home.
 4. Prints one line per task, then a summary read back from ``training/metrics`` (model, AUC, GAUC, logloss,
    samples/s) and every table with its Delta version, row count and location.
 
@@ -251,9 +252,10 @@ def main(argv: list[str] | None = None, *, extra_env: dict[str, str] | None = No
             print(f"  {'generate_synthetic':<26} {'raw/*':<16} {'success':<8} {time.perf_counter() - step:7.1f} s",
                   flush=True)
         migrate_airflow_db(env, log_path)
+        # one catch-up run for all the days: each job is one spark-submit that runs its days in order
         runs: list[dict[str, Any]] = [
-            {"dag_id": "ctr_features", "logical_date": day.isoformat(), "label": f"ctr_features {day}",
-             "conf": {"rank_eval": day == days[-1]}} for day in days]
+            {"dag_id": "ctr_features", "logical_date": days[0].isoformat(), "label": f"ctr_features {days[0]}..",
+             "conf": {"until": days[-1].isoformat()}}]
         run_ids = {model: f"{model}-{args.preset}-{stamp}" for model in models}
         overrides = [*COMMON_TRAIN, *PRESETS[args.preset]["train"], *args.set]
         runs += [{"dag_id": "ctr_training", "logical_date": None, "label": f"ctr_training {model}",

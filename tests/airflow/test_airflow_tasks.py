@@ -50,33 +50,68 @@ def runs_by_id(lakehouse):
 
 
 # ---------------------------------------------------------------------------------------------------- vocabulary order
+D4 = dt.date(2026, 1, 4)
+
+
 def test_vocab_runs_on_a_fresh_lakehouse_and_for_the_next_or_latest_day(lakehouse):
-    assert T.vocab_skip_reason(lakehouse.root, "2026-01-01", {}) is None
+    assert T.vocab_plan(lakehouse.root, "2026-01-01", "2026-01-01", {}) == T.DayPlan(D1)
+    assert T.vocab_plan(lakehouse.root, "2026-01-01", "2026-01-03", {}) == T.DayPlan(D1)  # a catch-up from scratch
     write_vocab_days(lakehouse, [D1, D2])
-    assert T.vocab_skip_reason(lakehouse.root, "2026-01-03", {}) is None  # the next day
-    assert T.vocab_skip_reason(lakehouse.root, "2026-01-02", {}) is None  # the latest may be rerun
+    assert T.vocab_plan(lakehouse.root, "2026-01-03", "2026-01-03", {}) == T.DayPlan(D3)  # the next day
+    assert T.vocab_plan(lakehouse.root, "2026-01-02", "2026-01-02", {}) == T.DayPlan(D2)  # the latest may be rerun
+    assert T.vocab_plan(lakehouse.root, "2026-01-02", "2026-01-04", {}) == T.DayPlan(D2)
 
 
-def test_vocab_backfill_of_a_processed_earlier_day_is_skipped_with_the_reason(lakehouse):
+def test_vocab_backfill_of_processed_earlier_days_is_left_out_with_the_reason(lakehouse):
     write_vocab_days(lakehouse, [D1, D2, D3])
-    reason = T.vocab_skip_reason(lakehouse.root, "2026-01-02", {})
-    assert reason is not None and "2026-01-02" in reason and "2026-01-03" in reason and "append-only" in reason
+    plan = T.vocab_plan(lakehouse.root, "2026-01-02", "2026-01-02", {})
+    assert plan.first is None and "2026-01-02" in plan.reason and "2026-01-03" in plan.reason
+    assert "append-only" in plan.reason
+    # a range over processed days and new ones: starts at the latest processed day (rerun), then the new ones
+    plan = T.vocab_plan(lakehouse.root, "2026-01-01", "2026-01-04", {})
+    assert plan.first == D3 and "2026-01-01..2026-01-02" in plan.reason
+    assert T.vocab_plan(lakehouse.root, "2026-01-01", "2026-01-02", {}).first is None
 
 
 def test_vocab_day_earlier_than_the_latest_and_never_processed_is_left_to_the_job_to_refuse(lakehouse):
     write_vocab_days(lakehouse, [D1, D3])  # D2 missing: skipping it would hide the gap, the job refuses it loudly
-    assert T.vocab_skip_reason(lakehouse.root, "2026-01-02", {}) is None
+    assert T.vocab_plan(lakehouse.root, "2026-01-02", "2026-01-02", {}) == T.DayPlan(D2)
+    assert T.vocab_plan(lakehouse.root, "2026-01-01", "2026-01-03", {}).first == D2
 
 
 # ---------------------------------------------------------------------------------------------------- split anchor
+def write_sample_days(lakehouse, days):
+    lakehouse.write_arrow(pa.table({"sample_id": [f"s{i}" for i in range(len(days))],
+                                    "ds": pa.array(days, pa.date32())}), T.SAMPLES_TABLE, mode="overwrite",
+                          partition_by=["ds"])
+
+
 def test_rank_eval_runs_unless_turned_off_or_the_split_is_anchored_later(lakehouse):
-    assert T.rank_eval_skip_reason(lakehouse.root, "2026-01-02", {"rank_eval": True}) is None  # no split yet
-    assert "rank_eval = false" in T.rank_eval_skip_reason(lakehouse.root, "2026-01-02", {"rank_eval": False})
-    write_split(lakehouse, D2, [D1, D2])
-    assert T.rank_eval_skip_reason(lakehouse.root, "2026-01-02", {}) is None  # rerun of the anchor day
-    assert T.rank_eval_skip_reason(lakehouse.root, "2026-01-03", {}) is None  # a later day moves it forward
-    reason = T.rank_eval_skip_reason(lakehouse.root, "2026-01-01", {})
-    assert reason is not None and "anchored at 2026-01-02" in reason
+    write_sample_days(lakehouse, [D1, D2, D3, D4])
+    assert T.rank_eval_plan(lakehouse.root, "2026-01-03", "2026-01-03", {"rank_eval": True}) == T.DayPlan(D3)
+    off = T.rank_eval_plan(lakehouse.root, "2026-01-03", "2026-01-04", {"rank_eval": False})
+    assert off.first is None and "rank_eval = false" in off.reason
+    write_split(lakehouse, D3, [D1, D2, D3])
+    assert T.rank_eval_plan(lakehouse.root, "2026-01-03", "2026-01-03", {}) == T.DayPlan(D3)  # rerun of the anchor
+    assert T.rank_eval_plan(lakehouse.root, "2026-01-04", "2026-01-04", {}) == T.DayPlan(D4)  # moves it forward
+    plan = T.rank_eval_plan(lakehouse.root, "2026-01-02", "2026-01-02", {})
+    assert plan.first is None and "anchored at 2026-01-03" in plan.reason
+    plan = T.rank_eval_plan(lakehouse.root, "2026-01-02", "2026-01-04", {})  # a range: from the anchor on
+    assert plan.first == D3 and "anchored at 2026-01-03" in plan.reason
+
+
+def test_rank_eval_waits_for_enough_sample_days_for_a_split(lakehouse):
+    # a split needs test + valid + 1 days: 3 by default, so the first two days of a new lakehouse are left out
+    write_sample_days(lakehouse, [D1, D2])
+    plan = T.rank_eval_plan(lakehouse.root, "2026-01-01", "2026-01-02", {})
+    assert plan.first is None and "2 day(s) up to 2026-01-02" in plan.reason and "needs 3" in plan.reason
+    write_sample_days(lakehouse, [D1, D2, D3, D4])
+    plan = T.rank_eval_plan(lakehouse.root, "2026-01-01", "2026-01-04", {})  # a catch-up from the first day
+    assert plan.first == D3 and "first possible day: 2026-01-03" in plan.reason
+    # the job's own settings (its --config file) set how many days a split needs
+    plan = T.rank_eval_plan(lakehouse.root, "2026-01-01", "2026-01-04", {}, {"test_days": 2, "valid_days": 1})
+    assert plan.first == D4 and "needs 4" in plan.reason
+    assert T.rank_eval_plan(lakehouse.root, "2026-01-01", "2026-01-03", {}, {"test_days": 3}).first is None
 
 
 # ---------------------------------------------------------------------------------------------------- failed runs

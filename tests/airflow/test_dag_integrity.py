@@ -72,7 +72,7 @@ for dag_id, dag in bag.dags.items():
             hook = task._get_hook()
             item["command"] = hook._build_spark_submit_command(task.application)
             item["env"] = task.env_vars
-            item["skip_check"] = task.skip_check
+            item["day_plan"] = task.day_plan
         info["tasks"][task.task_id] = item
     dags[dag_id] = info
 stats = [{"file": s.file, "seconds": s.duration.total_seconds(), "dags": s.dag_num} for s in bag.dagbag_stats]
@@ -124,7 +124,7 @@ def test_feature_dag_graph_is_exactly_the_daily_chain(local):
     assert (dag["timetable"], dag["cron"], dag["timezone"]) == ("CronDataIntervalTimetable", "0 0 * * *", "UTC")
     assert dag["max_active_runs"] == 1 and dag["catchup"] is True
     assert dag["start_date"] == "2026-01-01T00:00:00+00:00"
-    assert dag["params"] == {"rank_eval": True}
+    assert dag["params"] == {"rank_eval": True, "until": None}
     chain = ["validate_events", "build_vocab", "build_samples", "build_rank_eval"]
     tasks = dag["tasks"]
     assert sorted(tasks) == sorted(chain)
@@ -139,7 +139,7 @@ def test_feature_dag_graph_is_exactly_the_daily_chain(local):
     assert {t: tasks[t]["trigger_rule"] for t in chain} == {
         "validate_events": "all_success", "build_vocab": "all_success", "build_samples": "none_failed",
         "build_rank_eval": "all_success"}
-    assert {t: tasks[t]["skip_check"] for t in chain} == {
+    assert {t: tasks[t]["day_plan"] for t in chain} == {
         "validate_events": None, "build_vocab": "vocab", "build_samples": None, "build_rank_eval": "rank_eval"}
     assert {t: tasks[t]["outlets"] for t in chain} == {
         "validate_events": ["ctr/features/events_clean", "ctr/features/quarantine"],
@@ -187,7 +187,7 @@ def test_feature_tasks_submit_their_job_with_delta_on_the_embedded_default(local
         else:
             assert cmd[cmd.index("--packages") + 1] == feature_spark.DELTA_PACKAGE
         app = cmd.index(str(DAGS_FOLDER.parent / "jobs" / f"{job}.py"))
-        assert cmd[app + 1:] == ["--lakehouse", lakehouse, "--ds", "{{ ds }}"]
+        assert cmd[app + 1:] == ["--lakehouse", lakehouse, "--ds", "{{ ds }}", "--until", "{{ params.until or ds }}"]
         assert task["env"] == {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
 
@@ -204,7 +204,8 @@ def test_on_a_cluster_the_tasks_take_master_packages_and_settings_from_configura
         confs = dict(c.split("=", 1) for c in (cmd[i + 1] for i, a in enumerate(cmd) if a == "--conf"))
         assert confs == {**feature_spark.DELTA_CONFS, "spark.sql.session.timeZone": "UTC",
                          "spark.executor.memory": "8g"}  # nothing of the small machine's tuning
-        assert cmd[-4:] == ["--lakehouse", "s3a://bucket/lake", "--ds", "{{ ds }}"]
+        assert cmd[-6:] == ["--lakehouse", "s3a://bucket/lake", "--ds", "{{ ds }}", "--until",
+                            "{{ params.until or ds }}"]
         assert task["retries"] == 3 and task["env"] is None
     assert features["tasks"]["build_samples"]["outlet_uris"] == ["s3a://bucket/lake/features/samples",
                                                                  "s3a://bucket/lake/features/user_state"]

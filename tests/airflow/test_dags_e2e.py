@@ -1,12 +1,14 @@
 """The DAGs end to end with real Airflow on a tiny synthetic lakehouse (guarantee 9).
 
 One lakehouse and one Airflow home for the module, built by the README's main command (``jobs.pipeline``, preset
-tiny, DIN only): ``ctr_features`` for the 3 generated days (every task a real spark-submit on ``local[*]``), then
-``ctr_training`` (torchrun on 2 gloo ranks, then the evaluation task). The other tests run more DAG runs on it
-through the same runner (``dag.test`` in one Airflow process):
+tiny, DIN only): one catch-up run of ``ctr_features`` for the 3 generated days (every task a real spark-submit on
+``local[*]`` running its job for the days in order), then ``ctr_training`` (torchrun on 2 gloo ranks, then the
+evaluation task). The other tests run more DAG runs on it through the same runner (``dag.test`` in one Airflow
+process):
 
-* day 2 again, as a backfill after day 3 (its vocabulary task is skipped, the split stays anchored at day 3): every
-  feature table keeps its rows (rerunning the latest day, where every task runs again, is each job's own test);
+* day 2 again, as a backfill after day 3 (its vocabulary task is skipped, the split stays anchored at day 3), and
+  day 3 again as its own daily run (every task runs): every feature table keeps its rows, so one run per day
+  gives the tables of the catch-up run;
 * a training run whose rank 0 dies without recording anything: the task fails and the run is recorded as failed.
 """
 
@@ -69,25 +71,26 @@ def asset_events(home) -> dict[str, int]:
 
 def test_the_main_command_builds_the_features_and_trains_through_the_dags(built):
     lakehouse, out = built["lakehouse"], built["out"]
-    # one line per task and day: the evaluation sets only for the last day
-    for day in DAYS:
-        for job in CHAIN:
-            state = "skipped" if job == "build_rank_eval" and day != DAYS[-1] else "success"
-            assert any(line.split()[:4] == ["ctr_features", day, job, state] for line in out.splitlines()), (
-                f"{day} {job} {state}\n{out}")
+    # one line per task: the catch-up run submits each job once for the 3 days
+    for job in CHAIN:
+        assert any(line.split()[:4] == ["ctr_features", f"{DAYS[0]}..", job, "success"] for line in out.splitlines()), (
+            f"{job}\n{out}")
     assert any(line.split()[:4] == ["ctr_training", "din", "train", "success"] for line in out.splitlines())
     # real Airflow runs in the metadata database, and the tables published as assets
     runs = dag_runs(built["home"])
-    assert [(d, s) for d, s, _ in runs] == [("ctr_features", "success")] * 3 + [("ctr_training", "success")]
-    assert [str(logical)[:10] for _, _, logical in runs[:3]] == DAYS
+    assert [(d, s) for d, s, _ in runs] == [("ctr_features", "success"), ("ctr_training", "success")]
+    assert str(runs[0][2])[:10] == DAYS[0]
     events = asset_events(built["home"])
-    assert events["ctr/features/samples"] == 3 and events["ctr/features/vocab"] == 3
+    assert events["ctr/features/samples"] == 1 and events["ctr/features/vocab"] == 1
     assert events["ctr/features/split"] == 1 and events["ctr/training/metrics"] == 1
-    # each job ran once per day through spark-submit and recorded its run
+    # each job ran for each day, in its one spark-submit, and recorded each day's run; the evaluation sets need 3
+    # sample days for a split (train, valid, test): build_rank_eval left the first two out
     jobs = lakehouse.read_arrow("features/runs", columns=["job", "ds", "status"]).to_pylist()
     assert sorted((r["job"], str(r["ds"])) for r in jobs) == sorted(
         [(job, day) for day in DAYS for job in CHAIN[:3]] + [("build_rank_eval", DAYS[-1])])
     assert {r["status"] for r in jobs} == {"succeeded"}
+    split = lakehouse.read_arrow("features/split", columns=["anchor_ds"]).column(0).to_pylist()
+    assert {str(d) for d in split} == {DAYS[-1]}
     clean = lakehouse.read_arrow("features/events_clean", columns=["event_type"]).column(0).to_pylist()
     assert lakehouse.count("features/samples") == clean.count("impression") > 0
     # the training run: recorded as succeeded on 2 ranks, its metrics read back into the summary
@@ -119,21 +122,25 @@ def reruns(built):
     env = {**built["env"], "CTR_TRAIN_ENV": json.dumps({"CTR_TRAIN_FAIL_AT_STEP": "1", "CTR_TRAIN_FAIL_RANK": "0"})}
     results = pipeline.execute_plan(
         [{"dag_id": "ctr_features", "logical_date": DAYS[1], "label": "backfill", "conf": {"rank_eval": True}},
+         {"dag_id": "ctr_features", "logical_date": DAYS[2], "label": "daily", "conf": {}},
          {"dag_id": "ctr_training", "logical_date": None, "label": "killed",
           "conf": {"model": "din", "nproc": 2, "overrides": TINY_TRAINING, "run_id": "din-killed"}}],
         env, built["home"] / "logs" / "reruns.log")
     return {"before": before, "results": {r["label"]: r for r in results}}
 
 
-def test_running_a_day_again_as_a_backfill_leaves_every_table_unchanged(built, reruns):
-    lakehouse, backfill = built["lakehouse"], reruns["results"]["backfill"]
-    # the vocabulary has moved past day 2 (append-only), and the split stays anchored at the last day; the day's
-    # events and samples (with the users' state from day 1, read again) are rebuilt
+def test_one_run_per_day_again_leaves_every_table_of_the_catch_up_run_unchanged(built, reruns):
+    lakehouse, backfill, daily = built["lakehouse"], reruns["results"]["backfill"], reruns["results"]["daily"]
+    # day 2 as a backfill: the vocabulary has moved past it (append-only), and the split stays anchored at the last
+    # day; the day's events and samples (with the users' state from day 1, read again) are rebuilt
     assert (backfill["state"], {t: v["state"] for t, v in backfill["tasks"].items()}) == (
         "success", {"validate_events": "success", "build_vocab": "skipped", "build_samples": "success",
                     "build_rank_eval": "skipped"})
+    # day 3, the latest, as its own daily run: every job runs again
+    assert (daily["state"], {t: v["state"] for t, v in daily["tasks"].items()}) == (
+        "success", dict.fromkeys(CHAIN, "success"))
     assert snapshot(lakehouse) == reruns["before"]["tables"]
-    assert lakehouse.count("features/runs") == reruns["before"]["runs"] + 2
+    assert lakehouse.count("features/runs") == reruns["before"]["runs"] + 2 + 4
 
 
 def test_a_training_task_whose_processes_die_without_recording_leaves_the_run_failed(built, reruns):

@@ -475,3 +475,16 @@ def test_files_of_given_days_only(lakehouse):
     lakehouse.write_arrow(arrow_table(rows(D1, ["x"])), "t/flat")  # not partitioned
     with pytest.raises(ValueError, match="'t/flat' is partitioned by nothing, not by ds"):
         lakehouse.files("t/flat", days=[D1])
+
+
+def test_days_lists_the_partitions_holding_data_from_the_log(lakehouse):
+    days = [dt.date(2026, 1, 3), dt.date(2026, 1, 1), dt.date(2026, 1, 3)]
+    lakehouse.write_arrow(pa.table({"x": [1, 2, 3], "ds": pa.array(days, pa.date32())}), "t/days",
+                          partition_by=["ds"])
+    assert lakehouse.days("t/days") == [dt.date(2026, 1, 1), dt.date(2026, 1, 3)]
+    lakehouse.write_arrow(pa.table({"x": [4], "ds": pa.array([dt.date(2026, 1, 2)], pa.date32())}), "t/days",
+                          mode="overwrite", partition_by=["ds"])
+    assert lakehouse.days("t/days") == [dt.date(2026, 1, 2)]  # an overwrite removes the other days' files
+    lakehouse.write_arrow(pa.table({"x": [5]}), "t/flat")
+    with pytest.raises(ValueError, match="not partitioned by ds"):
+        lakehouse.days("t/flat")
