@@ -47,6 +47,10 @@ class TrainLoopConfig(StrictConfig):
     keep_checkpoints: int = Field(default=2, ge=1, description="newest checkpoints kept, besides the best one")
     max_steps_per_epoch: int | None = Field(default=None, ge=1, description="cap (benchmarks, smoke runs)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch threads per rank on CPU; None: the node's cores divided by its ranks. Set it where ranks of different
+    # nodes share cores (nodes tried on one machine), or to compare runs whose ranks are spread differently
+    # across nodes bit for bit (the thread count changes the order of floating-point sums)
+    cpu_threads: int | None = Field(default=None, ge=1)
     # "auto": TorchRec's planner chooses per table; otherwise every table gets this sharding type
     sharding: Literal["auto", "table_wise", "row_wise", "column_wise", "data_parallel"] = "auto"
     progress: bool = True

@@ -21,6 +21,16 @@ Without torchrun (``python -m training.train ...``) it runs as a single process.
 
 ``--resume RUN_ID`` continues a run from its newest complete checkpoint with the recorded configuration and
 data versions; the result equals the uninterrupted run (same batches in the same order, same random state).
+
+Several nodes: the same command on each node with ``--nnodes=N --nproc_per_node=P --rdzv-backend=c10d
+--rdzv-endpoint=HOST:PORT --rdzv-id=ID --max-restarts=0`` (tests/cluster/test_two_node_training.py runs two on
+loopback). Ranks are global: rank 0, wherever it lands, resolves the data and writes the run-level records; every
+rank writes its own checkpoint shards and predictions. So the lakehouse, and with it
+``training/checkpoints/<run_id>``, must be a shared file system mounted at the same path on every node (a URI is
+refused: see ``_prepare_run``), and ``--resume`` is launched on all nodes again. A node that dies makes its peers'
+next collective fail within seconds (the connection closes); a node that hangs or drops off the network without
+closing it is noticed after the collective timeout, ``CTR_TRAIN_COLLECTIVE_TIMEOUT_S`` (default 1800). The failure
+is recorded by rank 0, or by a deputy when rank 0 is the one lost (``FailureGuard``).
 """
 
 from __future__ import annotations
@@ -88,6 +98,8 @@ SPLITS = ("train", "valid", "test")
 #: after global step CTR_TRAIN_FAIL_AT_STEP, as a crashed process would (no clean-up, no record).
 FAIL_AT_STEP_ENV = "CTR_TRAIN_FAIL_AT_STEP"
 FAIL_RANK_ENV = "CTR_TRAIN_FAIL_RANK"
+#: seconds a collective waits for a silent peer before it fails (torch's own default for gloo: 30 minutes)
+COLLECTIVE_TIMEOUT_ENV = "CTR_TRAIN_COLLECTIVE_TIMEOUT_S"
 
 
 class TrainingInputError(RuntimeError):
@@ -108,11 +120,22 @@ class DistContext:
     local_world_size: int
     device: torch.device
     backend: str
+    hosts: tuple[str, ...] = ()  # each node's host name, in torchrun's node order
 
     def describe(self) -> str:
         if self.device.type == "cuda":
-            return f"{self.world_size} x {torch.cuda.get_device_name(self.device)} ({self.backend})"
-        return f"{self.world_size} x cpu ({self.backend}, {torch.get_num_threads()} threads each)"
+            ranks = f"{self.world_size} x {torch.cuda.get_device_name(self.device)} ({self.backend})"
+        else:
+            ranks = f"{self.world_size} x cpu ({self.backend}, {torch.get_num_threads()} threads each)"
+        return ranks + (f" on {len(self.hosts)} nodes ({', '.join(self.hosts)})" if len(self.hosts) > 1 else "")
+
+    @property
+    def deputy(self) -> int | None:
+        """The rank that records a failure when rank 0 cannot: the first rank of the second node (torchrun numbers
+        ranks node by node), rank 1 on a single node, none alone."""
+        if len(self.hosts) > 1:
+            return self.local_world_size
+        return 1 if self.world_size > 1 else None
 
 
 def _free_port() -> int:
@@ -134,14 +157,20 @@ def init_process_group() -> bool:
     if dist.is_initialized():
         return False
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend, timeout=dt.timedelta(minutes=30))
+    # how long a rank waits in a collective for a peer that neither answers nor closes its connection (a hung or
+    # unreachable node); a peer that dies is noticed at once, its connections closing
+    timeout = dt.timedelta(seconds=float(os.environ.get(COLLECTIVE_TIMEOUT_ENV, "1800")))
+    dist.init_process_group(backend=backend, timeout=timeout)
     return True
 
 
-def make_context(device_choice: str) -> DistContext:
+def make_context(device_choice: str, cpu_threads: int | None = None) -> DistContext:
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    node_hosts: list[Any] = [None] * world
+    dist.all_gather_object(node_hosts, (int(os.environ.get("GROUP_RANK", "0")), socket.gethostname()))
+    hosts = tuple(host for _, host in sorted(set(node_hosts)))
     use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
     if use_cuda:
         if not torch.cuda.is_available():
@@ -151,8 +180,8 @@ def make_context(device_choice: str) -> DistContext:
     else:
         device, backend = torch.device("cpu"), "gloo"
         # ranks on one machine share its cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    return DistContext(rank, world, local_rank, local_world, device, backend)
+        torch.set_num_threads(cpu_threads or max(1, (os.cpu_count() or 1) // local_world))
+    return DistContext(rank, world, local_rank, local_world, device, backend, hosts)
 
 
 def broadcast(value: Any, rank: int) -> Any:
@@ -727,6 +756,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _prepare_run(args: argparse.Namespace, lakehouse: Lakehouse) -> tuple[RunConfig, str, dict[str, Any], int]:
     """Rank 0: the config, run id, pinned data versions and attempt number (from the record when resuming)."""
+    if "://" in lakehouse.root:
+        # checkpoints go through pathlib and DCP's file-system writer: under a URI they would land in a local
+        # folder named after it on each node, where no other node (and no resume elsewhere) finds them
+        raise TrainingInputError(f"training writes its checkpoints under the lakehouse, which must be a file system "
+                                 f"path, not {lakehouse.root}: mount the storage (on several nodes, the same shared "
+                                 "mount at the same path on each)")
     if args.resume:
         previous = RunRecorder(lakehouse, args.resume).previous()
         if previous is None:
@@ -753,16 +788,25 @@ def _set_sigterm(handler: Any) -> None:
 
 
 class FailureGuard:
-    """Records a failed run in ``training/runs`` once, on rank 0, however the failure arrives.
+    """Records a failed run in ``training/runs`` once, however the failure arrives.
 
-    When one rank dies, torchrun sends SIGTERM to the others, often while rank 0 is already handling the collective's
-    error from the same death. The record must not be cut short by that signal: SIGTERM is ignored from the moment a
-    failure is being recorded, and a SIGTERM that arrives first records the failure itself before it stops the rank.
+    Rank 0 writes the record. When one rank dies, torchrun sends SIGTERM to the others, often while rank 0 is
+    already handling the collective's error from the same death. The record must not be cut short by that signal:
+    SIGTERM is ignored from the moment a failure is being recorded, and a SIGTERM that arrives first records the
+    failure itself before it stops the rank.
+
+    Rank 0 may be the one that is gone (its node died, or it was killed outright). Then the deputy, the first rank
+    of the second node (rank 1 on a single node), writes the record: it closes its process group, so that a rank 0
+    still alive learns of the failure at once, waits up to ``deputy_wait_s`` for rank 0's record, and writes its
+    own only if this attempt still shows as ``running``. Had both of them died, the run stays ``running`` with a
+    stale ``updated_at`` (see ``training.records``); ``--resume`` continues it all the same.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, deputy_wait_s: float = 10.0) -> None:
         self.ctx: DistContext | None = None
         self.recorder: RunRecorder | None = None
+        self.attempt: int | None = None
+        self.deputy_wait_s = deputy_wait_s
         self.settled = False  # the run's final status is written (or being written)
 
     def install(self) -> None:
@@ -784,12 +828,33 @@ class FailureGuard:
             return
         self.settled = True
         ctx, recorder = self.ctx, self.recorder
-        if ctx is None or ctx.rank != 0 or recorder is None or not recorder.row:
+        if ctx is None or recorder is None:
             return
         try:
-            recorder.upsert(status="failed", finished_at=dt.datetime.now(dt.UTC), error=error[-4000:])
+            if ctx.rank == 0 and recorder.row:
+                recorder.upsert(status="failed", finished_at=dt.datetime.now(dt.UTC), error=error[-4000:])
+            elif ctx.rank == ctx.deputy:
+                self._record_if_rank0_does_not(error)
         except Exception as err:  # the original error matters more than this one
             print(f"training: could not record the failure in training/runs: {err}", file=sys.stderr)
+
+    def _record_if_rank0_does_not(self, error: str) -> None:
+        assert self.ctx is not None and self.recorder is not None
+        if dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+        deadline = time.monotonic() + self.deputy_wait_s
+        while True:
+            row = self.recorder.previous()
+            if row is None or row["attempt"] != self.attempt or row["status"] != "running":
+                return  # rank 0 has recorded it (or this attempt never got as far as its record)
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        self.recorder.row = dict(row)
+        note = (f"rank 0 did not record this failure within {self.deputy_wait_s:g} s (its node may be gone); "
+                f"rank {self.ctx.rank} on {socket.gethostname()} saw:\n")
+        self.recorder.upsert(status="failed", finished_at=dt.datetime.now(dt.UTC), error=note + error[-3500:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -807,7 +872,8 @@ def main(argv: list[str] | None = None) -> int:
             except (ConfigError, TrainingInputError) as err:
                 prepared = err  # every rank must learn of it, or the others wait forever
         cfg, run_id, versions, attempt = broadcast(prepared, dist.get_rank())
-        ctx = guard.ctx = make_context(cfg.train.device)
+        guard.attempt = attempt
+        ctx = guard.ctx = make_context(cfg.train.device, cfg.train.cpu_threads)
         recorder = guard.recorder = RunRecorder(lakehouse, run_id)
         plan_or_error: Any = None
         if ctx.rank == 0:

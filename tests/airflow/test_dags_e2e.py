@@ -149,5 +149,8 @@ def test_a_training_task_whose_processes_die_without_recording_leaves_the_run_fa
         "failed", "failed", "upstream_failed")
     run = {r["run_id"]: r for r in built["lakehouse"].read_arrow("training/runs").to_pylist()}["din-killed"]
     assert run["status"] == "failed" and run["finished_at"] is not None
-    # the task's record: torchrun's exit and its root cause, rank 0's exit code 3 (the fault injection's)
-    assert run["error"].startswith("torchrun exited with status 1") and "exitcode: 3" in run["error"]
+    # recorded by the trainer's deputy (rank 1 saw rank 0 vanish and waited for its record in vain) or, when
+    # torchrun stopped rank 1 first, by the task: torchrun's exit and its root cause, rank 0's exit code 3
+    deputy = run["error"].startswith("rank 0 did not record this failure")
+    task = run["error"].startswith("torchrun exited with status 1") and "exitcode: 3" in run["error"]
+    assert deputy or task, run["error"]
