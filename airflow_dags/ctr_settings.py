@@ -20,6 +20,9 @@ Names (environment variables hold lists and mappings as JSON, numbers and boolea
 
 ====================== =================================================================================
 ``lakehouse``          lakehouse root given to every job (folder or URI); default ``<project>/lakehouse``
+``train_lakehouse``    the same lakehouse as the training nodes mount it: a file system path (training writes its
+                       checkpoints there as files; a URI is refused), e.g. ``/mnt/lake`` for ``s3a://bucket/lake``;
+                       default ``lakehouse``
 ``project_dir``        folder holding ``jobs/`` (the spark-submit applications); default: this file's parent's parent
 ``python``             interpreter of the PySpark driver/workers and of torchrun; default: the one parsing the DAG
 ``start_date``         first data interval of ``ctr_features`` (``YYYY-MM-DD``, UTC); default ``2026-01-01``
@@ -110,6 +113,7 @@ class Settings:
     project_dir: str
     lakehouse: str
     python: str
+    train_lakehouse: str = ""
     start_date: str = "2026-01-01"
     catchup: bool = True
     retries: int = 2
@@ -264,6 +268,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     values.setdefault("lakehouse", str(project_dir / "lakehouse"))
     if "://" not in values["lakehouse"]:
         values["lakehouse"] = str(Path(values["lakehouse"]).expanduser().resolve())
+    values["train_lakehouse"] = values.get("train_lakehouse") or values["lakehouse"]
+    if "://" not in values["train_lakehouse"]:
+        values["train_lakehouse"] = str(Path(values["train_lakehouse"]).expanduser().resolve())
     values.update(project_dir=str(project_dir), python=python, spark_mode=mode)
     if values.get("train_nproc", 2) < 1:
         raise SettingsError("setting train_nproc must be at least 1")

@@ -8,6 +8,7 @@
       airflow dags trigger ctr_training -c '{"model": "dien", "overrides": ["train.epochs=2"], "nproc": 2}'
 
 * ``train`` runs ``torchrun --nproc_per_node=N -m training.train --lakehouse L --model M --run-id R --set ...``
+  (L: ``train_lakehouse`` of ``ctr_settings``, the lakehouse as a file system path)
   (command, arguments, environment and N from ``ctr_settings``; N and overrides from the conf). The run id is
   ``<model>-<Airflow run id>`` unless the conf names one. A retry of the task resumes the run from its newest
   checkpoint. Whatever ends the task, the run is recorded as failed in ``training/runs`` (the trainer records its
@@ -39,7 +40,7 @@ def _record_failure(context: Any) -> None:
 
     base = _base_run_id(context["params"], context["dag_run"])
     error = f"the Airflow task {context['ti'].task_id} failed: {context.get('exception')!r}"
-    marked = mark_stale_runs_failed(SETTINGS.lakehouse, base, error=error)
+    marked = mark_stale_runs_failed(SETTINGS.train_lakehouse, base, error=error)
     print(f"failure callback: runs of {base} marked failed in training/runs: {', '.join(marked) or 'none running'}")
 
 
@@ -70,7 +71,7 @@ def ctr_training() -> None:
         from jobs.airflow_tasks import run_training
 
         return run_training(
-            lakehouse=SETTINGS.lakehouse, model=params["model"], base_run_id=_base_run_id(params, dag_run),
+            lakehouse=SETTINGS.train_lakehouse, model=params["model"], base_run_id=_base_run_id(params, dag_run),
             try_number=ti.try_number, nproc=params["nproc"], overrides=SETTINGS.train_overrides + tuple(
                 params["overrides"]), torchrun=SETTINGS.torchrun, torchrun_args=SETTINGS.torchrun_args,
             env=SETTINGS.train_env, cwd=SETTINGS.project_dir)
@@ -79,7 +80,7 @@ def ctr_training() -> None:
     def evaluate(training_run: str) -> dict[str, Any]:
         from jobs.airflow_tasks import format_summaries, summarize_run
 
-        summary = summarize_run(SETTINGS.lakehouse, training_run)
+        summary = summarize_run(SETTINGS.train_lakehouse, training_run)
         print(format_summaries([summary]))
         return summary
 

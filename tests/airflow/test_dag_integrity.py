@@ -243,6 +243,10 @@ def test_settings_come_from_the_environment_over_the_settings_file_over_the_defa
     assert default.lakehouse == str(DAGS_FOLDER.parent / "lakehouse") and default.spark_mode == "local"
     assert default.torchrun == (sys.executable, "-m", "torch.distributed.run") and default.train_nproc == 2
     assert dt.date.fromisoformat(default.start_date) == dt.date(2026, 1, 1)
+    # training needs the lakehouse as a file system path (its checkpoints are files): by default the same one
+    assert default.train_lakehouse == default.lakehouse and settings.train_lakehouse == "s3a://b/lake"
+    mounted = ctr_settings.load_settings({"CTR_LAKEHOUSE": "s3a://b/lake", "CTR_TRAIN_LAKEHOUSE": "/mnt/lake/"})
+    assert (mounted.lakehouse, mounted.train_lakehouse) == ("s3a://b/lake", "/mnt/lake")
     file.write_text('lakehous = "typo"\n')
     with pytest.raises(ctr_settings.SettingsError, match="unknown settings \\['lakehous'\\]"):
         ctr_settings.load_settings({"CTR_AIRFLOW_SETTINGS": str(file)})
