@@ -18,7 +18,7 @@ MODELS ?=
 AIRFLOW_HOME_DIR ?= .airflow
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint lock cuda benchmark-generator clean
+.PHONY: setup demo test lint lock cuda bundle benchmark-generator clean
 
 setup: $(VENV_STAMP) $(DELTA_STAMP)
 
@@ -53,6 +53,11 @@ lock: $(VENV_STAMP)
 cuda: setup
 	$(UV) pip uninstall --python $(PY) fbgemm-gpu-cpu
 	$(UV) pip install --python $(PY) --no-deps fbgemm-gpu==$(TORCHREC_VERSION)
+
+# The job bundle for spark-submit on a cluster whose executors lack the project: dist/ctr_suite_jobs.zip for
+# --py-files and dist/submit/<job>.py; prints the submit command of each job.
+bundle: $(VENV_STAMP)
+	$(PY) -m jobs.bundle --out dist
 
 benchmark-generator: setup
 	$(PY) -m benchmarks.generate_synthetic
