@@ -31,11 +31,13 @@ Names (environment variables hold lists and mappings as JSON, numbers and boolea
                        up to ``max_retry_delay_seconds`` (1800)
 ``spark_conn_id``      Airflow connection of the Spark master (type ``spark``); default ``ctr_spark``
 ``spark_mode``         ``local`` (embedded default: the Delta jars resolved by ``make setup`` in ``.cache/ivy``,
-                       small-machine tuning) or ``cluster`` (``--packages`` Delta, nothing machine-specific)
+                       small-machine tuning) or ``cluster`` (``--packages`` Delta, nothing machine-specific; the
+                       driver, here in client mode, runs ``python``)
 ``spark_binary``       spark-submit to run; default the one beside ``python``, else ``spark-submit`` on the PATH
 ``spark_packages``     ``--packages``; default Delta's package on a cluster (none locally once resolved)
 ``spark_jars``         ``--jars``; default the resolved Delta jars locally
-``spark_py_files``     ``--py-files`` (a zip of ``features/``, ``jobs/`` for executors without the project)
+``spark_py_files``     ``--py-files``: the bundle of ``features/`` and ``jobs/`` (``make bundle``:
+                       ``dist/ctr_suite_jobs.zip``) for executors without the project
 ``spark_conf``         extra ``--conf`` entries (a mapping), applied over the defaults
 ``spark_env``          extra environment of spark-submit (a mapping)
 ``job_config_dir``     folder of per-job YAML configs: ``<dir>/<job>.yaml`` is passed as ``--config`` if present
@@ -258,6 +260,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             conf["spark.jars.ivy"] = str(delta_manifest(project_dir).parent)
         values["spark_jars"], values["spark_packages"] = jars, packages
     else:
+        # the driver (client mode) runs here, so the project's interpreter, not whatever python3 is on the PATH; pip's
+        # spark-submit also runs it to find its SPARK_HOME. The executors run the cluster's own Python.
+        spark_env = {"PYSPARK_DRIVER_PYTHON": python}
         values.setdefault("spark_packages", DELTA_PACKAGE)
     values["spark_conf"] = conf | values.get("spark_conf", {})
     values["spark_env"] = spark_env | values.get("spark_env", {})

@@ -30,7 +30,7 @@ def run_chain(master: str, lakehouse: Path, days: tuple[str, str], bundle_dir: P
               env: dict[str, str], conf: dict[str, str], jars: str, work: Path) -> dict[str, float]:
     from jobs.bundle import submit_command
 
-    seconds = {}
+    seconds = {"load before": os.getloadavg()[0]}
     for job in JOBS:
         command = submit_command(job, master=master, lakehouse=str(lakehouse), ds=days[0], bundle_dir=bundle_dir,
                                  spark_submit=spark_submit, jars=jars, conf=conf) + ["--until", days[1]]
@@ -39,6 +39,7 @@ def run_chain(master: str, lakehouse: Path, days: tuple[str, str], bundle_dir: P
         seconds[job] = time.perf_counter() - started
         if done.returncode != 0:
             raise SystemExit(f"{job} on {master} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    seconds["load after"] = os.getloadavg()[0]  # the 1-minute load average: other work on the machine skews both
     return seconds
 
 
@@ -90,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'job':<18}{'local[2] s':>12}{'cluster s':>12}")
     for job in JOBS:
         print(f"{job:<18}{local[job]:>12.1f}{on_cluster[job]:>12.1f}")
-    print(f"{'chain':<18}{sum(local.values()):>12.1f}{sum(on_cluster.values()):>12.1f}")
+    print(f"{'chain':<18}{sum(local[j] for j in JOBS):>12.1f}{sum(on_cluster[j] for j in JOBS):>12.1f}")
+    for when in ("load before", "load after"):
+        print(f"{when:<18}{local[when]:>12.2f}{on_cluster[when]:>12.2f}")
     print(f"tables equal on both: {equal}")
     print(f"reproduce: .venv/bin/python -m benchmarks.cluster_chain --users {args.users} --items {args.items} "
           f"--days {args.days} --seed {args.seed}")

@@ -206,7 +206,8 @@ def test_on_a_cluster_the_tasks_take_master_packages_and_settings_from_configura
                          "spark.executor.memory": "8g"}  # nothing of the small machine's tuning
         assert cmd[-6:] == ["--lakehouse", "s3a://bucket/lake", "--ds", "{{ ds }}", "--until",
                             "{{ params.until or ds }}"]
-        assert task["retries"] == 3 and task["env"] is None
+        # the driver runs on the Airflow worker: its interpreter is the configured one, not python3 on the PATH
+        assert task["retries"] == 3 and task["env"] == {"PYSPARK_DRIVER_PYTHON": "/opt/ctr/bin/python"}
     assert features["tasks"]["build_samples"]["outlet_uris"] == ["s3a://bucket/lake/features/samples",
                                                                  "s3a://bucket/lake/features/user_state"]
     assert cluster["dags"]["ctr_training"]["params"]["nproc"] == 8
@@ -238,7 +239,8 @@ def test_settings_come_from_the_environment_over_the_settings_file_over_the_defa
                                            "CTR_CATCHUP": "false"})
     assert (settings.lakehouse, settings.train_nproc, settings.catchup) == ("s3a://b/lake", 8, False)
     assert settings.train_env == {"CUDA_VISIBLE_DEVICES": "0,1,2,3"} and settings.torchrun == ("torchrun",)
-    assert settings.spark_packages == ctr_settings.DELTA_PACKAGE and settings.spark_env == {}
+    assert settings.spark_packages == ctr_settings.DELTA_PACKAGE
+    assert settings.spark_env == {"PYSPARK_DRIVER_PYTHON": sys.executable}  # the driver runs here (client mode)
     default = ctr_settings.load_settings({})
     assert default.lakehouse == str(DAGS_FOLDER.parent / "lakehouse") and default.spark_mode == "local"
     assert default.torchrun == (sys.executable, "-m", "torch.distributed.run") and default.train_nproc == 2

@@ -4,14 +4,14 @@ One cluster for the module (``jobs.spark_cluster``: a master and two workers of 
 free, bound to 127.0.0.1; the executors' Python lacks the project). One seeded synthetic log (60 users, 800 items,
 2 days), copied to a local and a cluster lakehouse:
 
-* local: validate_events -> build_vocab -> build_samples for both days through the jobs' ``main`` in this process
-  (the test run's ``local[2]`` session);
+* local: validate_events -> build_vocab -> build_samples for both days (``--until``) through the jobs' ``main`` in
+  this process (the test run's ``local[2]`` session);
 * cluster, day 1: each job spark-submitted directly with the bundle (``--py-files``, the bundle's applications,
   driver and executors on the interpreter without the project) and the Delta jars; one worker is SIGKILLed in the
   middle of ``build_samples`` (worker JVM and executor JVM), whose remaining tasks then run on the other worker;
 * cluster, day 2: with the killed worker started again, the ``ctr_features`` DAG run for the day with real Airflow,
   its SparkSubmitOperator tasks sent to the cluster by the Spark connection (``CTR_SPARK_MODE=cluster``:
-  ``--packages`` Delta, resolved from the project's Ivy cache).
+  ``--packages`` Delta, resolved from the project's Ivy cache), with the venv off the Airflow process's PATH.
 
 Every feature table of both days must then hold the same rows on both sides, vocabulary indices included.
 """
@@ -19,8 +19,10 @@ Every feature table of both days must then hold the same rows on both sides, voc
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -190,6 +192,7 @@ def on_cluster(cluster, bundle, raw, tmp_path_factory) -> dict:
     if record["killed"]:
         cluster.start_worker(record["killed"]["worker"])
     home = work / "airflow"
+    venv_bin = Path(sys.executable).parent
     env = airflow_env(home, str(root), retries=0, **{
         "AIRFLOW_CONN_CTR_SPARK": json.dumps({"conn_type": "spark", "host": f"spark://{LOOPBACK}",
                                               "port": int(cluster.master_url.rsplit(":", 1)[1])}),
@@ -198,6 +201,8 @@ def on_cluster(cluster, bundle, raw, tmp_path_factory) -> dict:
         # --packages Delta (cluster mode) resolves from the project's Ivy cache, where `make setup` put it
         "CTR_SPARK_CONF": json.dumps({**SMALL_MACHINE_CONF, **cluster.client_conf(), "spark.jars.ivy": str(ivy_dir())}),
         "CTR_SPARK_ENV": json.dumps({"SPARK_LOCAL_IP": LOOPBACK}),
+        # as on an Airflow worker started by its full path: the venv is not on the PATH (the tasks must not need it)
+        "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != venv_bin),
     })
     started = time.monotonic()
     airflow_log = home / "logs" / "cluster.log"
