@@ -57,8 +57,10 @@ Petastorm 0.12.1 facts this module relies on (read in its source and checked by 
   names, not in the files) is NOT added, so it cannot be requested; only the needed columns are asked for.
 * It wants ``file://`` URLs and does not URL-decode them (``Lakehouse.files`` returns plain ``file://`` paths).
 * It turns list columns into 2-D arrays with one Python object per row (``np.vstack(column.tolist())``), which
-  is most of its cost against a bare ``pyarrow.parquet`` scan (``benchmarks/loader.py``); and it refuses rows of
-  unequal list length, hence the fixed-width padded columns.
+  was most of its cost against a bare ``pyarrow.parquet`` scan (``benchmarks/loader.py``): the reader here swaps
+  in a subclass of Petastorm's results reader that reshapes Arrow's flat values instead
+  (:func:`use_flat_list_results`). Rows of unequal list length are still refused (by Petastorm), hence the
+  fixed-width padded columns.
 """
 
 from __future__ import annotations
@@ -548,6 +550,83 @@ def _shutdown(stop: threading.Event, items: queue.Queue, thread: threading.Threa
         thread.join()
 
 
+def _fixed_width_matrix(column: pa.ChunkedArray) -> np.ndarray | None:
+    """``[rows, width]`` array of a list column whose rows all have ``width`` non-null values; else None."""
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)) or array.null_count:
+        return None
+    widths = np.diff(np.asarray(array.offsets))
+    if len(widths) == 0 or (widths != widths[0]).any():
+        return None
+    values = array.flatten()  # the rows' values in order (honours a sliced array's offset)
+    if values.null_count or not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
+        return None
+    return values.to_numpy().reshape(len(array), int(widths[0]))
+
+
+class _OneResult:
+    """A stand-in for Petastorm's workers pool that hands out one given result table."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+
+    def get_results(self) -> pa.Table:
+        return self.table
+
+
+class _ColumnsAsDict:
+    """A stand-in for Petastorm's schema: same fields, but its rows come back as a dict of the given columns."""
+
+    def __init__(self, schema: Any):
+        self.fields = schema.fields
+
+    @staticmethod
+    def make_namedtuple(**columns: Any) -> dict[str, Any]:
+        return columns
+
+
+def use_flat_list_results(reader: Any) -> None:
+    """Make a Petastorm batch reader turn fixed-width numeric list columns into 2-D arrays without Python objects.
+
+    Petastorm 0.12.1's results reader (``ArrowReaderWorkerResultsQueueReader.read_next``) converts a list column
+    with ``np.vstack(column.to_pandas().tolist())``: one numpy array per row, then a stack, which was most of its
+    cost against a bare pyarrow scan (``benchmarks/loader.py``). Here the same reader converts the other columns
+    as it always does, and each list column whose rows all have the same length (every sequence column here:
+    padded to L) becomes the reshaped view of Arrow's flat values: the same values, dtype and shape. A column it
+    cannot take that way (unequal lengths, nulls, a multi-dimensional field) is left to Petastorm unchanged, so
+    Petastorm still raises its own error for unequal lengths. A reader of another kind is left as it is.
+    """
+    from petastorm.arrow_reader_worker import ArrowReaderWorkerResultsQueueReader
+
+    current = getattr(reader, "_results_queue_reader", None)
+    if type(current) is not ArrowReaderWorkerResultsQueueReader:
+        return
+
+    class FlatListResultsQueueReader(ArrowReaderWorkerResultsQueueReader):
+        def read_next(self, workers_pool: Any, schema: Any, ngram: Any) -> Any:
+            from petastorm.workers_pool import EmptyResultError
+
+            try:
+                table = workers_pool.get_results()
+            except EmptyResultError:
+                raise StopIteration from None
+            converted = {}
+            for name in table.column_names:
+                field_shape = getattr(schema.fields.get(name), "shape", None)
+                if field_shape is not None and len(field_shape) > 1:
+                    continue
+                matrix = _fixed_width_matrix(table.column(name))
+                if matrix is not None:
+                    converted[name] = matrix
+            rest = table.drop_columns(list(converted)) if converted else table
+            if rest.num_columns == 0:
+                return schema.make_namedtuple(**converted)
+            others = super().read_next(_OneResult(rest), _ColumnsAsDict(schema), ngram)
+            return schema.make_namedtuple(**{**others, **converted})
+
+    reader._results_queue_reader = FlatListResultsQueueReader()
+
+
 @dataclass
 class _Producer:
     items: queue.Queue
@@ -579,6 +658,7 @@ class _Producer:
             reader = make_batch_reader(
                 self.files, schema_fields=[re.escape(c) for c in self.columns], **self.reader_kwargs
             )
+            use_flat_list_results(reader)
             try:
                 chunks: Iterable[dict[str, np.ndarray]] = (
                     {name: getattr(chunk, name) for name in self.columns} for chunk in reader

@@ -448,3 +448,75 @@ def test_negative_fallback_counts_only_valid_steps(lh):
     sampled, steps = negative_fallback_counts(resolve_files(lh, TABLE)[1])
     # lengths 0+1+2+3+0+1+2+3 = 12 steps; sampled steps per row 0, 1, 1, 2 (twice) = 8
     assert (sampled, steps) == (8, 12)
+
+
+def _petastorm_chunks(paths: list[str], columns: list[str], *, flat: bool) -> list[dict[str, np.ndarray]]:
+    from petastorm import make_batch_reader
+
+    from training.reader import use_flat_list_results
+
+    with make_batch_reader([f"file://{p}" for p in paths], schema_fields=columns, reader_pool_type="dummy",
+                           num_epochs=1, shuffle_row_groups=False) as reader:
+        if flat:
+            use_flat_list_results(reader)
+        return [{name: getattr(chunk, name) for name in columns} for chunk in reader]
+
+
+def test_flat_list_results_equal_petastorms_own_conversion_value_dtype_and_shape(tmp_path):
+    # two files, one with two row groups; int32 and int64 lists of width 3, scalars and strings alongside
+    columns = ["sample_id", "label", "hist", "wide"]
+    paths = []
+    for index, rows in enumerate([5, 4]):
+        table = pa.table({
+            "sample_id": pa.array([f"s{index}-{i}" for i in range(rows)]),
+            "label": pa.array(np.arange(rows) % 2, pa.int32()),
+            "hist": pa.array([[i, i + 1, 0] for i in range(rows)], pa.list_(pa.int32())),
+            "wide": pa.array([[10 * i, -i, 7] for i in range(rows)], pa.list_(pa.int64())),
+        })
+        path = tmp_path / f"part-{index}.parquet"
+        pq.write_table(table, path, row_group_size=3)
+        paths.append(str(path))
+    plain = _petastorm_chunks(paths, columns, flat=False)
+    flat = _petastorm_chunks(paths, columns, flat=True)
+    assert [len(c["label"]) for c in flat] == [3, 2, 3, 1]
+    assert len(plain) == len(flat)
+    for ours, theirs in zip(flat, plain, strict=True):
+        for name in columns:
+            assert ours[name].dtype == theirs[name].dtype, name
+            assert ours[name].shape == theirs[name].shape, name
+            np.testing.assert_array_equal(ours[name], theirs[name])
+    np.testing.assert_array_equal(flat[1]["wide"], [[30, -3, 7], [40, -4, 7]])
+
+
+def test_flat_list_results_leave_unequal_lengths_to_petastorms_own_error(tmp_path):
+    path = tmp_path / "ragged.parquet"
+    pq.write_table(pa.table({"hist": pa.array([[1, 2], [3]], pa.list_(pa.int64()))}), path)
+    with pytest.raises(RuntimeError, match="expected to be the same length"):
+        _petastorm_chunks([str(path)], ["hist"], flat=True)
+
+
+def test_fixed_width_matrix_takes_only_equal_length_numeric_lists_without_nulls():
+    from training.reader import _fixed_width_matrix
+
+    sliced = pa.chunked_array([pa.array([[9, 9], [1, 2], [3, 4]], pa.list_(pa.int64())).slice(1)])
+    np.testing.assert_array_equal(_fixed_width_matrix(sliced), [[1, 2], [3, 4]])
+    assert _fixed_width_matrix(pa.chunked_array([pa.array([[1, 2], [3]])])) is None
+    assert _fixed_width_matrix(pa.chunked_array([pa.array([[1, None], [3, 4]])])) is None
+    assert _fixed_width_matrix(pa.chunked_array([pa.array([[1, 2], None])])) is None
+    assert _fixed_width_matrix(pa.chunked_array([pa.array([["a"], ["b"]])])) is None
+    assert _fixed_width_matrix(pa.chunked_array([pa.array([1, 2])])) is None
+
+
+def test_read_batches_uses_the_flat_list_results(lh, monkeypatch):
+    import training.reader as reader_module
+
+    calls = []
+    original = reader_module.use_flat_list_results
+    monkeypatch.setattr(reader_module, "use_flat_list_results", lambda r: calls.append(r) or original(r))
+    rows = [row(k) for k in range(8)]
+    write(lh, rows)
+    with read_batches(lh.files(TABLE), ["item", "hist_item"], batch_size=4) as stream:
+        read = {sid: features for batch in stream for sid, features in kjt_rows(batch).items()}
+    assert read == {r["sample_id"]: {k: v for k, v in expected_features(r).items() if k in ("item", "hist_item")}
+                    for r in rows}
+    assert calls and type(calls[0]._results_queue_reader).__name__ == "FlatListResultsQueueReader"
