@@ -39,7 +39,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the end-to-end tests' lakehouse: a few hundred samples a day
     "tiny": {"generate": ["--users", "60", "--items", "800", "--days", "3", "--corrupt-fraction", "0.001"],
              "train": ["train.epochs=1", "data.batch_size=128", "data.eval_batch_size=512"]},
-    # the default: a few minutes on a 2-core machine, end to end
+    # the default: about 8.5 minutes on a quiet 2-core machine, end to end (BENCHMARKS.md)
     "small": {"generate": ["--users", "1000", "--items", "3000", "--days", "4", "--corrupt-fraction", "0.001"],
               "train": ["train.epochs=2", "data.batch_size=512"]},
     # the former demo lakehouse: 2,000 users over a week (about 240k events)
