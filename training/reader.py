@@ -597,6 +597,7 @@ def use_flat_list_results(reader: Any) -> None:
     Petastorm still raises its own error for unequal lengths. A reader of another kind is left as it is.
     """
     from petastorm.arrow_reader_worker import ArrowReaderWorkerResultsQueueReader
+    from petastorm.workers_pool import EmptyResultError
 
     current = getattr(reader, "_results_queue_reader", None)
     if type(current) is not ArrowReaderWorkerResultsQueueReader:
@@ -604,8 +605,6 @@ def use_flat_list_results(reader: Any) -> None:
 
     class FlatListResultsQueueReader(ArrowReaderWorkerResultsQueueReader):
         def read_next(self, workers_pool: Any, schema: Any, ngram: Any) -> Any:
-            from petastorm.workers_pool import EmptyResultError
-
             try:
                 table = workers_pool.get_results()
             except EmptyResultError:
@@ -618,9 +617,7 @@ def use_flat_list_results(reader: Any) -> None:
                 matrix = _fixed_width_matrix(table.column(name))
                 if matrix is not None:
                     converted[name] = matrix
-            rest = table.drop_columns(list(converted)) if converted else table
-            if rest.num_columns == 0:
-                return schema.make_namedtuple(**converted)
+            rest = table.drop_columns(list(converted))  # Petastorm converts what is left (maybe nothing)
             others = super().read_next(_OneResult(rest), _ColumnsAsDict(schema), ngram)
             return schema.make_namedtuple(**{**others, **converted})
 
