@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,23 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = PROJECT_DIR / "airflow_dags"
 DEFAULT_MODELS = ("dien", "din")
 START_DATE = "2026-01-01"
+#: Spark settings for days of a few tens of thousands of events, over ctr_settings.LOCAL_CONF: the projections,
+#: predicates and orderings Spark builds outside whole-stage code generation are interpreted instead of compiled
+#: to Java classes first (an internal Spark setting, which its own tests use to run every expression both ways). On
+#: such days compiling costs more than it saves (each feature job is a fresh JVM running many small queries):
+#: measured on the small preset's 4 days, one fresh JVM per job, validate_events 50 -> 38-42 s and build_samples
+#: 102 -> 89 s. On big days it is the other way round (1M events a day: validate_events 83 -> 169 s, build_samples
+#: 294 -> 512 s), so the bigger presets keep Spark's default (compile; interpret only where compiling fails).
+SMALL_DAYS_SPARK_CONF = {"spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 PRESETS: dict[str, dict[str, Any]] = {
     # the end-to-end tests' lakehouse: a few hundred samples a day
     "tiny": {"generate": ["--users", "60", "--items", "800", "--days", "3", "--corrupt-fraction", "0.001"],
-             "train": ["train.epochs=1", "data.batch_size=128", "data.eval_batch_size=512"]},
-    # the default: about 8.5 minutes on a quiet 2-core machine, end to end (BENCHMARKS.md)
+             "train": ["train.epochs=1", "data.batch_size=128", "data.eval_batch_size=512"],
+             "spark_conf": SMALL_DAYS_SPARK_CONF},
+    # the default: about 6 minutes on a quiet 2-core machine, end to end (BENCHMARKS.md)
     "small": {"generate": ["--users", "1000", "--items", "3000", "--days", "4", "--corrupt-fraction", "0.001"],
-              "train": ["train.epochs=2", "data.batch_size=512"]},
+              "train": ["train.epochs=2", "data.batch_size=512"],
+              "spark_conf": SMALL_DAYS_SPARK_CONF},
     # the former demo lakehouse: 2,000 users over a week (about 240k events)
     "medium": {"generate": ["--users", "2000", "--items", "5000", "--days", "7", "--corrupt-fraction", "0.001"],
                "train": ["train.epochs=2", "data.batch_size=1024"]},
@@ -125,6 +136,13 @@ def airflow_env(airflow_home: Path, lakehouse: str, *, retries: int, base: dict[
     env.setdefault(SPARK_CONN_ENV, json.dumps({"conn_type": "spark", "host": "local[*]"}))
     env.update(extra or {})
     return env
+
+
+def preset_env(preset: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """``CTR_SPARK_CONF`` with the preset's Spark settings (over ctr_settings.LOCAL_CONF), unless the user set it."""
+    if "spark_conf" in PRESETS[preset] and "CTR_SPARK_CONF" not in environ:
+        return {"CTR_SPARK_CONF": json.dumps(PRESETS[preset]["spark_conf"])}
+    return {}
 
 
 def migrate_airflow_db(env: dict[str, str], log_path: Path) -> None:
@@ -229,10 +247,8 @@ def main(argv: list[str] | None = None, *, extra_env: dict[str, str] | None = No
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     log_path = airflow_home / "logs" / "pipeline" / f"{stamp}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    preset_env = {}
-    if "spark_conf" in PRESETS[args.preset] and "CTR_SPARK_CONF" not in os.environ:
-        preset_env["CTR_SPARK_CONF"] = json.dumps(PRESETS[args.preset]["spark_conf"])
-    env = airflow_env(airflow_home, lakehouse, retries=args.retries, extra={**preset_env, **(extra_env or {})})
+    env = airflow_env(airflow_home, lakehouse, retries=args.retries,
+                      extra={**preset_env(args.preset, os.environ), **(extra_env or {})})
     days = preset_days(args.preset)
     print(f"pipeline: preset {args.preset}, days {days[0]}..{days[-1]}, models {', '.join(models)} on "
           f"{args.nproc} CPU ranks; lakehouse {lakehouse}; Airflow home {airflow_home}; log {log_path}", flush=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from features import spark as feature_spark
+from jobs import pipeline
 
 from .conftest import DAGS_FOLDER, airflow_env, run_python
 
@@ -229,6 +230,20 @@ def test_settings_repeat_the_delta_package_and_local_tuning_of_the_session_facto
         else:
             assert ctr_settings.LOCAL_CONF[key] == value, key
     assert ctr_settings.delta_manifest(DAGS_FOLDER.parent) == feature_spark.delta_classpath_manifest()
+
+
+def test_the_small_presets_have_spark_interpret_expressions_and_the_big_ones_compile_them():
+    for preset in ("tiny", "small"):
+        conf = ctr_settings.load_settings(pipeline.preset_env(preset, {})).spark_conf
+        assert conf["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"
+        assert conf["spark.driver.extraJavaOptions"] == ctr_settings.LOCAL_CONF["spark.driver.extraJavaOptions"]
+    for preset in ("medium", "large"):
+        conf = ctr_settings.load_settings(pipeline.preset_env(preset, {})).spark_conf
+        assert "spark.sql.codegen.factoryMode" not in conf
+    assert ctr_settings.load_settings(pipeline.preset_env("large", {})).spark_conf[
+        "spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC"  # C2 back for long jobs
+    # the user's own CTR_SPARK_CONF wins over the preset's
+    assert pipeline.preset_env("small", {"CTR_SPARK_CONF": '{"spark.executor.memory": "8g"}'}) == {}
 
 
 def test_settings_come_from_the_environment_over_the_settings_file_over_the_defaults(tmp_path):
