@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=list(pipeline.PRESETS), default="small", help="synthetic log to build")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting")
     args = parser.parse_args(argv)
+    malformed = [item for item in args.conf if "=" not in item]
+    if malformed:
+        parser.error(f"--conf takes KEY=VALUE, got {malformed[0]!r}")
     conf = dict(item.split("=", 1) for item in args.conf)
     project = Path(__file__).resolve().parents[1]
     days = pipeline.preset_days(args.preset)
