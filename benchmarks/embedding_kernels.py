@@ -5,10 +5,10 @@
 The models look each table up with the batch's distinct ids (``training.models.common``): ``--ids`` distinct rows
 of a ``--rows`` table, the shape of a DIN batch (1,024 rows x 50 history steps of a 100k-item catalogue gives
 about 40k distinct items). The same rows are looked up either unpooled (``PoolingMode.NONE``: what TorchRec's
-``EmbeddingCollection``, the models' module, runs) or as one bag per row (``PoolingMode.SUM`` with every length
-1: what an ``EmbeddingBagCollection`` would run); the forward outputs are the same rows. One thread, as each of
-the trainer's 2 ranks on this machine. Prints the mean forward and backward (gradient + fused optimiser update)
-milliseconds: where DIN's CPU step goes, and what a bag-based lookup could save (BENCHMARKS.md).
+``EmbeddingCollection`` runs) or as one bag per row (``PoolingMode.SUM`` with every length 1: what the models'
+``EmbeddingBagCollection``s run); the forward outputs are the same rows. One thread, as each of the trainer's 2
+ranks on this machine. Prints the mean forward and backward (gradient + fused optimiser update) milliseconds: the
+measurement behind the models' bag-based lookup (BENCHMARKS.md).
 """
 
 from __future__ import annotations

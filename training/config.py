@@ -51,8 +51,9 @@ class TrainLoopConfig(StrictConfig):
     # nodes share cores (nodes tried on one machine), or to compare runs whose ranks are spread differently
     # across nodes bit for bit (the thread count changes the order of floating-point sums)
     cpu_threads: int | None = Field(default=None, ge=1)
-    # "auto": TorchRec's planner chooses per table; otherwise every table gets this sharding type
-    sharding: Literal["auto", "table_wise", "row_wise", "column_wise", "data_parallel"] = "auto"
+    # "auto": TorchRec's planner chooses per table (any type but data-parallel, which would take the tables out of
+    # the fused embedding optimizer); otherwise every table gets this sharding type (row_wise: GPU only)
+    sharding: Literal["auto", "table_wise", "row_wise", "column_wise"] = "auto"
     progress: bool = True
     # leave-one-out ranking (HR@K, NDCG@K) on features/rank_eval after training, when that table exists
     rank_eval: bool = True

@@ -291,28 +291,41 @@ def create_model(cfg: RunConfig, plan: DataPlan) -> CTRModel:
     return model_cls(model_cls.config_class.model_validate(cfg.model), plan.table_sizes)
 
 
+def check_device_settings(cfg: RunConfig, device_type: str) -> None:
+    """A ConfigError for settings that TorchRec or FBGEMM support only on a GPU, before any sharding starts."""
+    if device_type != "cpu":
+        return
+    if cfg.optim.embedding_optimizer == "adam":
+        # FBGEMM's fused CPU kernels have no Adam ("Optimizer adam is not supported in CPU mode")
+        raise ConfigError("optim.embedding_optimizer=adam needs a GPU (FBGEMM's fused CPU kernels have no Adam); "
+                          "use adagrad or sgd on CPU")
+    if cfg.train.sharding == "row_wise":
+        # EmbeddingBagCollectionSharder offers row-wise only for CUDA (the planner otherwise fails with "No
+        # available sharding type and compute kernel combination")
+        raise ConfigError("train.sharding=row_wise needs a GPU (TorchRec shards pooled embedding lookups row-wise "
+                          "only on CUDA); use auto, table_wise, column_wise or data_parallel on CPU")
+
+
 def shard_model(model: CTRModel, cfg: RunConfig, ctx: DistContext):
     """``model`` sharded by DistributedModelParallel, and its combined (fused embedding + dense) optimizer."""
     from torchrec.distributed import DistributedModelParallel
-    from torchrec.distributed.embedding import EmbeddingCollectionSharder
+    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
     from torchrec.distributed.planner.types import ParameterConstraints
     from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
     from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-    if ctx.device.type == "cpu" and cfg.optim.embedding_optimizer == "adam":
-        # FBGEMM's fused CPU kernels have no Adam ("Optimizer adam is not supported in CPU mode")
-        raise ConfigError("optim.embedding_optimizer=adam needs a GPU (FBGEMM's fused CPU kernels have no Adam); "
-                          "use adagrad or sgd on CPU")
+    check_device_settings(cfg, ctx.device.type)
     apply_optimizer_in_backward(_optimizer_class(cfg.optim.embedding_optimizer), model.embeddings.parameters(),
                                 {"lr": cfg.optim.embedding_lr})
-    constraints = None
-    if cfg.train.sharding != "auto":
-        constraints = {table: ParameterConstraints(sharding_types=[cfg.train.sharding])
-                       for table in model.table_sizes}
-    # index dedup (fbgemm::jagged_unique_indices) has only a CUDA kernel
-    sharders = [EmbeddingCollectionSharder(use_index_dedup=ctx.device.type == "cuda")]
+    # no TorchRec index dedup: CTRModel.lookup sends each table's distinct ids already
+    sharders = [EmbeddingBagCollectionSharder()]
+    # Never data-parallel: TorchRec gives a replicated table the dense kernel, whose weights then leave the fused
+    # embedding optimizer for the dense one (Adam at optim.dense_lr instead of optim.embedding_optimizer)
+    allowed = [kind for kind in sharders[0].sharding_types(ctx.device.type) if kind != "data_parallel"]
+    sharding_types = allowed if cfg.train.sharding == "auto" else [cfg.train.sharding]
+    constraints = {table: ParameterConstraints(sharding_types=sharding_types) for table in model.table_sizes}
     planner = EmbeddingShardingPlanner(
         topology=Topology(world_size=ctx.world_size, compute_device=ctx.device.type,
                           local_world_size=ctx.local_world_size),
@@ -434,7 +447,7 @@ class Trainer:
         saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
         wanted, skipped = {}, []
         for key, tensor in self.dmp.state_dict().items():
-            table = next((t for t in self.model.table_sizes if key.endswith(f"embeddings.{t}.weight")), None)
+            table = next((t for t in self.model.table_sizes if key.endswith(f".embedding_bags.{t}.weight")), None)
             if table is None:
                 continue
             meta = saved.get(f"model.{key}")
@@ -448,7 +461,7 @@ class Trainer:
         # the source's dense tensors (its replicated parameters and buffers), for load_pretrained
         dense = {key.removeprefix("model."): torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
                  for key, meta in saved.items()
-                 if key.startswith("model.") and ".embeddings.embeddings." not in key
+                 if key.startswith("model.") and ".embedding_bags." not in key
                  and isinstance(meta, TensorStorageMetadata) and len(meta.chunks) == 1}
         state = self.checkpoints.load(path, {"model": {**wanted, **dense}})  # in place, into these tensors
         full = self.dmp.state_dict()  # TorchRec's load hooks want every table's key, even with strict=False

@@ -198,7 +198,7 @@ def tiny_lakehouse(root: Path) -> tuple[Lakehouse, DRN]:
     torch.manual_seed(0)
     model = DRN(DRNConfig.model_validate(model_config), sizes, embedding_device=torch.device("cpu"))
     with torch.no_grad():
-        for table in model.embeddings.embeddings.values():
+        for table in model.table_modules().values():
             table.weight.normal_()
     import torch.distributed.checkpoint as dcp
 

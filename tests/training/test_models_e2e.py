@@ -151,8 +151,8 @@ def _tables(lakehouse: Lakehouse, run_id: str, tmp_path: Path) -> dict[str, np.n
     state = torch.load(target, weights_only=False)
     flat = {}
     for key, value in state["model"].items() if "model" in state else state.items():
-        if key.endswith(".weight") and "embeddings.embeddings." in key:
-            flat[key.split("embeddings.embeddings.")[1].removesuffix(".weight")] = value.numpy()
+        if key.endswith(".weight") and ".embedding_bags." in key:
+            flat[key.split(".embedding_bags.")[1].removesuffix(".weight")] = value.numpy()
     return flat
 
 

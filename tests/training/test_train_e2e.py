@@ -23,7 +23,9 @@ SPEC = SyntheticSpec(days=4, rows_per_file=600, files_per_day=2, hist_len=10)
 COMMON = ["--set", "train.epochs=2", "--set", "train.checkpoint_every_steps=3", "--set", "data.batch_size=128",
           "--set", "train.sharding=table_wise", "--set", "train.progress=false",
           "--set", "train.early_stopping_patience=0", "--set", "model.embedding_dim=8",
-          "--set", "optim.dense_lr=0.01", "--set", "optim.embedding_lr=0.1"]
+          "--set", "optim.dense_lr=0.01", "--set", "optim.embedding_lr=0.1",
+          # the item (402 rows) and user (202) tables get lookups of their own, the small ones share one
+          "--set", "model.shared_lookup_max_rows=100"]
 
 
 def torchrun(lakehouse: Lakehouse, *args: str, nproc: int = 2, env: dict[str, str] | None = None,

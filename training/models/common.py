@@ -5,9 +5,15 @@ no optimiser, device, IO or target loss: the training loop adds ``regularization
 (A model's own extra terms, such as DIEN's auxiliary loss, need the model's internals, so they travel in the
 output rather than being recomputed outside.)
 
-Embeddings: one TorchRec ``EmbeddingCollection`` per model with one table per id field (``item``, ``cate``, ...),
-each table serving every feature of that field (target item, history, negatives, sets: DESIGN.md section 5). The
-collection is built on the ``meta`` device; ``DistributedModelParallel`` materialises its shards.
+Embeddings: one table per id field (``item``, ``cate``, ...), each table serving every feature of that field
+(target item, history, negatives, sets: DESIGN.md section 5). The tables live in TorchRec
+``EmbeddingBagCollection``s (``ModelConfig.shared_lookup_max_rows``: the small tables in one, each big table in
+its own), built on the ``meta`` device; ``DistributedModelParallel`` materialises their shards. A batch looks each
+table up with its distinct ids, one bag of one id per distinct id (:meth:`CTRModel.lookup`): a bag of one row
+pools to that row, so the model gets exactly the rows an unpooled ``EmbeddingCollection`` would give. Bags,
+because FBGEMM's fused CPU backward is about 9 times faster for pooled lookups than for unpooled ones (it keeps a
+hash map of per-row vectors for the latter: ``benchmarks.embedding_kernels``, BENCHMARKS.md), and that backward
+was the largest part of a DIN step.
 
 FBGEMM's fused table-batched kernels (what TorchRec shards onto) need the embedding dimension to be a multiple of
 4 (``AssertionError: embedding_dim must be a multiple of 4, but got 18``). A table is therefore stored with its
@@ -23,14 +29,17 @@ from typing import ClassVar, NamedTuple
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torchrec import EmbeddingCollection, EmbeddingConfig, JaggedTensor, KeyedJaggedTensor
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, JaggedTensor, KeyedJaggedTensor, PoolingType
 
 from training.features import tables_of
 from training.layers.jagged import segment_ids
 
+#: name of the lookup group of the small tables (``ModelConfig.shared_lookup_max_rows``)
+SHARED_GROUP = "shared"
+
 
 def _ids_feature(table: str) -> str:
-    """The one feature of ``table`` in the EmbeddingCollection: the batch's distinct ids of that table."""
+    """The one feature of ``table`` in its lookup group: the batch's distinct ids of that table."""
     return f"{table}.ids"
 
 
@@ -50,6 +59,12 @@ class ModelConfig(BaseModel):
 
     embedding_dim: int = Field(default=18, ge=1)
     mba_lambda: float = Field(default=0.0, ge=0, description="mini-batch aware L2 weight (DIN); 0 turns it off")
+    # Tables of at most this many rows share one lookup (one EmbeddingBagCollection: one set of all-to-alls per
+    # step for all of them); a bigger table gets a lookup of its own, so that its many distinct ids per batch do
+    # not pad the small tables' lookups (a KJT has one stride for all of its keys). 8 tables in 8 lookups cost
+    # DIN about 20 % of its speed on 2 CPU ranks against 3 lookups (BENCHMARKS.md). Changes no result.
+    shared_lookup_max_rows: int = Field(default=4096, ge=0,
+                                        description="tables up to this size share one embedding lookup")
 
 
 class CTRModel(nn.Module):
@@ -71,15 +86,21 @@ class CTRModel(nn.Module):
             raise ValueError(f"no size given for embedding table(s) {missing}")
         self.table_sizes = {table: int(table_sizes[table]) for table in self.table_features}
         self.storage_dim = -(-config.embedding_dim // 4) * 4
-        self.embeddings = EmbeddingCollection(
-            tables=[
-                EmbeddingConfig(name=table, embedding_dim=self.storage_dim, num_embeddings=size,
-                                feature_names=[_ids_feature(table)])
-                for table, size in self.table_sizes.items()
-            ],
-            # meta: DistributedModelParallel allocates each shard where it lives (tests pass "cpu")
-            device=embedding_device or torch.device("meta"),
-        )
+        # tables -> lookup groups (see ModelConfig.shared_lookup_max_rows): one EmbeddingBagCollection per group
+        self.table_groups: dict[str, list[str]] = {}
+        for table, size in self.table_sizes.items():
+            group = SHARED_GROUP if size <= config.shared_lookup_max_rows else table
+            self.table_groups.setdefault(group, []).append(table)
+        self.embeddings = nn.ModuleDict({
+            group: EmbeddingBagCollection(
+                tables=[EmbeddingBagConfig(name=table, embedding_dim=self.storage_dim,
+                                           num_embeddings=self.table_sizes[table],
+                                           feature_names=[_ids_feature(table)], pooling=PoolingType.SUM)
+                        for table in tables],
+                # meta: DistributedModelParallel allocates each shard where it lives (tests pass "cpu")
+                device=embedding_device or torch.device("meta"))
+            for group, tables in self.table_groups.items()
+        })
         # 1 / n_j per table for the mini-batch aware regulariser; plain attributes (not buffers), so they are
         # neither checkpointed nor broadcast by DDP every step. Set by the trainer from the training split.
         self.inverse_frequencies: dict[str, torch.Tensor] = {}
@@ -94,25 +115,38 @@ class CTRModel(nn.Module):
         and categories repeat many times in a batch's histories, so this cuts the lookups, the all-to-all traffic
         and, above all, the fused backward (its cost grows with the ids it receives). TorchRec's own index dedup
         does the same but has only a CUDA kernel.
+
+        The distinct ids go to each lookup group's ``EmbeddingBagCollection`` as bags of one id. A KJT has one
+        stride (number of bags) for all of its keys, so every table of a group gets the group's largest count of
+        distinct ids and the surplus bags are empty (they pool to zeros, which are dropped). Ranks may send
+        different counts: TorchRec's all-to-alls take a batch size per rank.
         """
-        keys, uniques, inverses = [], [], {}
         present = set(sparse.keys())  # a partial batch (an item tower's items) leaves the other tables empty
         table_features = {table: [n for n in names if n in present] for table, names in self.table_features.items()}
+        uniques, inverses = {}, {}
         for table, names in table_features.items():
             ids = torch.cat([sparse[name].values() for name in names]) if names else sparse.values()[:0]
-            unique, inverse = torch.unique(ids, sorted=False, return_inverse=True)
-            keys.append(_ids_feature(table))
-            uniques.append(unique)
-            inverses[table] = inverse
-        distinct = KeyedJaggedTensor.from_lengths_sync(
-            keys=keys, values=torch.cat(uniques),
-            lengths=torch.tensor([len(u) for u in uniques], dtype=torch.int32, device=sparse.values().device))
-        embedded = self.embeddings(distinct)
+            uniques[table], inverses[table] = torch.unique(ids, sorted=False, return_inverse=True)
+        rows_of: dict[str, torch.Tensor] = {}
+        for group, tables in self.table_groups.items():
+            # one bag of one id per distinct id; every table of a group gets the group's largest count of bags
+            # (the KJT's stride), the extra bags empty; at least one bag, as every rank takes part in the lookup
+            counts = [len(uniques[table]) for table in tables]
+            stride = max(1, *counts)
+            lengths = torch.zeros(len(tables), stride, dtype=torch.int32, device=sparse.values().device)
+            for position, count in enumerate(counts):
+                lengths[position, :count] = 1
+            bags = KeyedJaggedTensor(keys=[_ids_feature(table) for table in tables],
+                                     values=torch.cat([uniques[table] for table in tables]), lengths=lengths.view(-1),
+                                     stride=stride)
+            pooled = self.embeddings[group](bags).to_dict()
+            for table, count in zip(tables, counts, strict=True):
+                rows_of[table] = pooled[_ids_feature(table)][:count]
         dim = self.config.embedding_dim
         result: dict[str, JaggedTensor] = {}
         self._distinct_rows = {}
         for table, names in table_features.items():
-            rows = embedded[_ids_feature(table)].values()
+            rows = rows_of[table]
             if dim != self.storage_dim:
                 rows = rows[:, :dim]
             self._distinct_rows[table] = (rows, inverses[table])  # for mba_penalty on the distinct rows
@@ -122,6 +156,11 @@ class CTRModel(nn.Module):
             for name, part, length in zip(names, parts, lengths, strict=True):
                 result[name] = JaggedTensor(values=part, lengths=length)
         return result
+
+    def table_modules(self) -> dict[str, nn.Module]:
+        """table -> the module holding its rows (``.weight``: ``[rows, storage_dim]`` before sharding; tests, tools)."""
+        return {table: self.embeddings[group].embedding_bags[table]
+                for group, tables in self.table_groups.items() for table in tables}
 
     @staticmethod
     def scalar(embedded: dict[str, JaggedTensor], name: str) -> torch.Tensor:

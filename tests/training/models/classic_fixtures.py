@@ -44,7 +44,7 @@ def set_embeddings(model, *, linear: bool) -> None:
 
     with torch.no_grad():
         for name, vectors, weights in (("user", USER_V, USER_W), ("item", ITEM_V, ITEM_W)):
-            weight = model.embeddings.embeddings[name].weight
+            weight = model.table_modules()[name].weight
             weight.zero_()
             new = rows(vectors, weights, SIZES[name])
             weight[:, : new.shape[1]].copy_(new)

@@ -37,7 +37,7 @@ def afm(fields=("item", "cate", "user"), **overrides) -> AFM:
     with torch.no_grad():
         for table, rows in TABLES.items():
             if table in model.table_sizes:
-                weight = model.embeddings.embeddings[table].weight
+                weight = model.table_modules()[table].weight
                 weight.fill_(100.0)
                 weight[:, :2].copy_(torch.tensor(rows))
         model.pair_pooling.attention.weight.fill_(1.0)

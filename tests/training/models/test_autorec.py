@@ -34,8 +34,8 @@ def model_by_hand(**overrides) -> AutoRec:
     config = AutoRecConfig(**{"embedding_dim": 2, "l2": 0.0, "encoder_activation": "identity", **overrides})
     model = AutoRec(config, SIZES, embedding_device=CPU)
     with torch.no_grad():
-        model.embeddings.embeddings["user_encoder"].weight[:, :2] = torch.tensor(V)
-        model.embeddings.embeddings["user_decoder"].weight[:, :3] = torch.cat(
+        model.table_modules()["user_encoder"].weight[:, :2] = torch.tensor(V)
+        model.table_modules()["user_decoder"].weight[:, :3] = torch.cat(
             [torch.tensor(W), torch.tensor(B)[:, None]], dim=1)
         model.mu.copy_(torch.tensor(MU))
     model.set_ratings(ratings())
@@ -95,7 +95,7 @@ def test_sigmoid_encoder_matches_the_dense_computation_and_the_loss_counts_obser
     assert abs(masked.item() - unmasked.item()) > 0.05
     # user 2's decoder row also produces the unobserved (2, 0); its gradient comes from the observed (2, 1) alone
     loss.backward()
-    grad = model.embeddings.embeddings["user_decoder"].weight.grad
+    grad = model.table_modules()["user_decoder"].weight.grad
     sig = torch.sigmoid
     hidden_1 = sig(torch.tensor(V)[1] + torch.tensor(V)[2] + torch.tensor(MU))
     expected = (sig(h[2, 1]) - 1.0) / 4 * hidden_1 + 2.0 * torch.tensor(W)[2]  # BCE mean over 4, plus λ·W_2

@@ -34,8 +34,8 @@ def deep_crossing(**overrides) -> DeepCrossing:
                                    **overrides})
     model = DeepCrossing(config, SIZES, embedding_device=torch.device("cpu"))
     with torch.no_grad():
-        model.embeddings.embeddings["user"].weight[:, 0].copy_(torch.tensor([0.0, 1.0, -2.0]))
-        model.embeddings.embeddings["item"].weight[:, 0].copy_(torch.tensor([0.0, 0.0, 0.5, 2.0, 0.0]))
+        model.table_modules()["user"].weight[:, 0].copy_(torch.tensor([0.0, 1.0, -2.0]))
+        model.table_modules()["item"].weight[:, 0].copy_(torch.tensor([0.0, 0.0, 0.5, 2.0, 0.0]))
     return model
 
 
@@ -73,8 +73,8 @@ def test_deep_crossing_gradients_reach_embeddings():
     # row 0: X_O[0] = X[0] + 1.5·... ; d logit / d e(user 1): through the skip (1·1) and the unit:
     # X_O[0] = e_u + (e_u + e_i) (active), X_O[1], X_O[2] inactive -> d/d e_u = 1·(1 + 1) = 2, d/d e_i = 1
     # row 1: X_O[1] = e_i + 0·... - 1 = 1 (active), the inner unit is at 0 (inactive) -> d/d e(item 3) = 2
-    torch.testing.assert_close(model.embeddings.embeddings["user"].weight.grad[:, 0], torch.tensor([0.0, 2.0, 0.0]))
-    torch.testing.assert_close(model.embeddings.embeddings["item"].weight.grad[:, 0],
+    torch.testing.assert_close(model.table_modules()["user"].weight.grad[:, 0], torch.tensor([0.0, 2.0, 0.0]))
+    torch.testing.assert_close(model.table_modules()["item"].weight.grad[:, 0],
                                torch.tensor([0.0, 0.0, 1.0, 2.0, 0.0]))
 
 

@@ -67,8 +67,8 @@ def test_deepfm_tables_store_w_in_column_d_and_gradients_reach_them():
     model = deepfm().train()
     assert model.config.embedding_dim == 3 and model.deepfm_config.embedding_dim == 2 and model.storage_dim == 4
     model(batch()).logits.sum().backward()
-    item = model.embeddings.embeddings["item"].weight.grad
-    user = model.embeddings.embeddings["user"].weight.grad
+    item = model.table_modules()["item"].weight.grad
+    user = model.table_modules()["user"].weight.grad
     # ∂ logits / ∂ w: 1 for a scalar field's id, 1/|H| for each history id
     torch.testing.assert_close(item[:, 2], torch.tensor([0.0, 0.0, 1.0, 1.0 + 0.5, 0.5]))
     torch.testing.assert_close(user[:, 2], torch.tensor([0.0, 1.0, 1.0]))

@@ -77,8 +77,8 @@ def dien(**overrides) -> DIEN:
                 "history_product": False, **overrides}
     model = DIEN(DIENConfig(**settings), SIZES, embedding_device=torch.device("cpu"))
     with torch.no_grad():
-        model.embeddings.embeddings["item"].weight[:, :1].copy_(torch.tensor(ITEM).unsqueeze(1))
-        model.embeddings.embeddings["cate"].weight[:, :1].copy_(torch.tensor(CATE).unsqueeze(1))
+        model.table_modules()["item"].weight[:, :1].copy_(torch.tensor(ITEM).unsqueeze(1))
+        model.table_modules()["cate"].weight[:, :1].copy_(torch.tensor(CATE).unsqueeze(1))
         model.attention.weight.copy_(torch.eye(2))
         # logit = the sum of h'_T (and of Σ_t e_b[t] with history_sum): the MLP is one Linear over
         # [e_a (2), (Σ e_b (2)), h'_T (2)]
@@ -200,7 +200,7 @@ def test_auxiliary_loss_by_hand_in_training():
 def test_aux_gradient_reaches_the_embeddings():
     model = dien().train()
     model(batch()).aux_loss.backward()
-    grad = model.embeddings.embeddings["item"].weight.grad
+    grad = model.table_modules()["item"].weight.grad
     # item 5 is only a negative (row 0, step 1; row 1's step-0 negative is never used):
     # d/de(5) of −(1/3) log(1 − σ(z)), z = ⟨h_0, ê_b[1]⟩ = tanh(2)·0.5 + tanh(1)·1, is σ(z) · tanh(2) / 3
     z = math.tanh(2.0) * 0.5 + math.tanh(1.0) * 1.0

@@ -25,8 +25,8 @@ def batch() -> KeyedJaggedTensor:
 def set_embeddings(model) -> None:
     with torch.no_grad():
         # e(item 2) = 1, e(item 3) = 2, e(item 4) = -1; e(cate 2) = 0.5, e(cate 3) = 1
-        model.embeddings.embeddings["item"].weight[:, :1].copy_(torch.tensor([[0.0], [0.0], [1.0], [2.0], [-1.0]]))
-        model.embeddings.embeddings["cate"].weight[:, :1].copy_(torch.tensor([[0.0], [0.0], [0.5], [1.0]]))
+        model.table_modules()["item"].weight[:, :1].copy_(torch.tensor([[0.0], [0.0], [1.0], [2.0], [-1.0]]))
+        model.table_modules()["cate"].weight[:, :1].copy_(torch.tensor([[0.0], [0.0], [0.5], [1.0]]))
 
 
 def din(**overrides) -> DIN:
@@ -82,7 +82,7 @@ def test_mini_batch_aware_penalty_counts_each_sample_once_per_row():
     assert out.regularization.item() == pytest.approx(0.5 * 5.25, rel=1e-6)
     # only the rows touched by the batch are regularised: row 1 of the item table has no gradient
     out.regularization.backward()
-    grad = model.embeddings.embeddings["item"].weight.grad
+    grad = model.table_modules()["item"].weight.grad
     assert grad[0].abs().sum().item() == 0.0 and grad[1].abs().sum().item() == 0.0
     # d/dw_3 of λ(1/2·w² + 1/2·w²) = λ·2·w_3 = 0.5·2·2 = 2
     assert grad[3, 0].item() == pytest.approx(2.0)

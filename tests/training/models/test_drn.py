@@ -38,7 +38,7 @@ def model_by_hand(**overrides) -> DRN:
     settings = {"embedding_dim": 1, "value_hidden": (), "advantage_hidden": (), **overrides}
     model = DRN(DRNConfig(**settings), SIZES, embedding_device=CPU)
     with torch.no_grad():
-        tables = model.embeddings.embeddings
+        tables = model.table_modules()
         for table in tables.values():
             table.weight.zero_()
         tables["user"].weight[:, 0] = torch.tensor([0.0, 0.0, 1.0, -2.0])
@@ -126,4 +126,4 @@ def test_gradients_reach_both_streams_and_the_tables():
     torch.nn.functional.binary_cross_entropy_with_logits(out.logits, torch.tensor([1.0, 0.0])).backward()
     assert model.value_mlp.layers[0].weight.grad.abs().sum() > 0
     assert model.advantage_mlp.layers[0].weight.grad.abs().sum() > 0
-    assert model.embeddings.embeddings["item"].weight.grad.abs().sum() > 0
+    assert model.table_modules()["item"].weight.grad.abs().sum() > 0

@@ -47,8 +47,8 @@ def dstn(attention: str, **overrides) -> DSTN:
                 "attention_hidden": 1, **overrides}
     model = DSTN(DSTNConfig(**settings), SIZES, embedding_device=torch.device("cpu"))
     with torch.no_grad():
-        model.embeddings.embeddings["item"].weight[:, :1].copy_(torch.tensor([[0.0, 1, 2, -1, 0.5, 3]]).t())
-        model.embeddings.embeddings["cate"].weight[:, :1].copy_(torch.tensor([[0.0, 0.5, 1, -0.5]]).t())
+        model.table_modules()["item"].weight[:, :1].copy_(torch.tensor([[0.0, 1, 2, -1, 0.5, 3]]).t())
+        model.table_modules()["cate"].weight[:, :1].copy_(torch.tensor([[0.0, 0.5, 1, -0.5]]).t())
         # final layer reads [x_t (2), s_C (2), s_K (2), s_U (2)]; logit = their sum
         model.mlp.layers[0].weight.fill_(1.0)
         model.mlp.layers[0].bias.zero_()
@@ -257,7 +257,7 @@ def test_every_parameter_receives_a_gradient(attention):
     for name, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum().item() > 0, name
-    item_grad = model.embeddings.embeddings["item"].weight.grad
+    item_grad = model.table_modules()["item"].weight.grad
     # items used: 1 (target, K), 2, 3, 4, 5; item 0 is not looked up
     assert item_grad[0].abs().sum().item() == 0.0 and (item_grad[1:].abs().sum(1) > 0).all()
 

@@ -30,9 +30,9 @@ def fism(bias: float = 0.25, **overrides) -> FISM:
     settings = {"embedding_dim": 1, "l2_target": 0.0, "l2_history": 0.0, **overrides}
     model = FISM(FISMConfig(**settings), SIZES, embedding_device=torch.device("cpu"))
     with torch.no_grad():
-        model.embeddings.embeddings["item_target"].weight[:, :1].copy_(
+        model.table_modules()["item_target"].weight[:, :1].copy_(
             torch.tensor([[0.0], [0.0], [1.0], [2.0], [-1.0], [0.5]]))
-        model.embeddings.embeddings["item_history"].weight[:, :1].copy_(
+        model.table_modules()["item_history"].weight[:, :1].copy_(
             torch.tensor([[0.0], [0.0], [5.0], [2.0], [-1.0], [0.0]]))
         model.bias.fill_(bias)
     return model

@@ -36,9 +36,9 @@ def nais(attention="prod", **overrides) -> NAIS:
     config = NAISConfig(**settings)
     model = NAIS(config, SIZES, embedding_device=torch.device("cpu"))
     with torch.no_grad():
-        model.embeddings.embeddings["item_target"].weight[:, :1].copy_(
+        model.table_modules()["item_target"].weight[:, :1].copy_(
             torch.tensor([[0.0], [0.0], [1.0], [2.0], [-1.0], [0.5]]))
-        model.embeddings.embeddings["item_history"].weight[:, :1].copy_(
+        model.table_modules()["item_history"].weight[:, :1].copy_(
             torch.tensor([[0.0], [0.0], [5.0], [2.0], [-1.0], [0.0]]))
         # prod: f = relu(p * q); concat: f = relu(p + q)
         model.attention.linear.weight.fill_(1.0)
@@ -210,8 +210,8 @@ def test_gradients_are_finite_and_the_excluded_step_gets_none():
     model = nais(num_negatives=0).train()
     out = model(batch(targets=(2, 3, 4), histories=((3, 2, 4), (), (4,))), torch.tensor([1.0, 0.0, 1.0]))
     torch.nn.functional.binary_cross_entropy_with_logits(out.logits, out.targets).backward()
-    q_grad = model.embeddings.embeddings["item_history"].weight.grad[:, 0]
-    p_grad = model.embeddings.embeddings["item_target"].weight.grad[:, 0]
+    q_grad = model.table_modules()["item_history"].weight.grad[:, 0]
+    p_grad = model.table_modules()["item_target"].weight.grad[:, 0]
     assert bool(torch.isfinite(q_grad).all()) and bool(torch.isfinite(p_grad).all())
     assert q_grad[2].item() == 0.0 and q_grad[4].item() != 0.0
     assert all(bool(torch.isfinite(w.grad).all()) for w in model.attention.parameters())

@@ -24,7 +24,7 @@ def batch(model, users: list[int], items: list[int]) -> KeyedJaggedTensor:
 
 def set_rows(model, table: str, rows: dict[int, list[float]]) -> None:
     with torch.no_grad():
-        weight = model.embeddings.embeddings[table].weight
+        weight = model.table_modules()[table].weight
         for row, values in rows.items():
             weight[row, : len(values)] = torch.tensor(values)
 
@@ -112,7 +112,7 @@ def test_neumf_with_pretrained_dense_parts_is_the_weighted_sum_of_gmf_and_mlp():
     # with GMF's and MLP's tables too, NeuMF's logit is 0.25·logit_GMF + 0.75·logit_MLP:
     for source, table in ((gmf, "user_gmf"), (gmf, "item_gmf"), (mlp, "user_mlp"), (mlp, "item_mlp")):
         with torch.no_grad():
-            source.embeddings.embeddings[table].weight.copy_(model.embeddings.embeddings[table].weight)
+            source.table_modules()[table].weight.copy_(model.table_modules()[table].weight)
     # row (1, 2): GMF 2·(2·3) + 0.5 = 12.5; MLP z = [1, -1]: relu([0, 3]) -> 3·0 - 3 + 1 = -2
     users, items = [1], [2]
     expected = 0.25 * 12.5 + 0.75 * -2.0

@@ -70,7 +70,7 @@ def test_nfm_bi_interaction_vector_against_explicit_loop():
             model.h.weight.copy_(torch.tensor([[1.0 if k == d else 0.0 for k in range(2)]]))
             model.bias.zero_()
             for name in ("user", "item"):
-                model.embeddings.embeddings[name].weight[:, 2].zero_()  # no linear part
+                model.table_modules()[name].weight[:, 2].zero_()  # no linear part
         expected = [explicit_pairwise(field_vectors(*row)[0])[0][d] for row in rows]
         torch.testing.assert_close(model(batch(rows)).logits, torch.tensor(expected))
 
@@ -78,10 +78,10 @@ def test_nfm_bi_interaction_vector_against_explicit_loop():
 def test_nfm_gradients_reach_embeddings():
     model = nfm().train()
     model(batch()).logits.sum().backward()
-    item = model.embeddings.embeddings["item"].weight.grad
+    item = model.table_modules()["item"].weight.grad
     torch.testing.assert_close(item[:, 2], torch.tensor([0.0, 0.0, 1.0, 1.5, 0.5]))  # w: 1, or 1/|H| per history id
     # row 0's user v: ∂(hᵀ ReLU(f_BI + b))/∂f_BI = [1, -2] (both units active), ∂f_BI/∂v_u = v_i + v_h = [1.5, 0.5]
-    torch.testing.assert_close(model.embeddings.embeddings["user"].weight.grad[1, :2], torch.tensor([1.5, -1.0]))
+    torch.testing.assert_close(model.table_modules()["user"].weight.grad[1, :2], torch.tensor([1.5, -1.0]))
     assert item[:, 3].abs().sum().item() == 0.0
 
 

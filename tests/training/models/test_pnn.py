@@ -58,9 +58,9 @@ def test_pnn_gradients_reach_embeddings():
     # logit row 0 = 2·ReLU(⟨u, i⟩) - 1 = 2·1 - 1; ∂/∂v_user1 = 2·v_item2 = [2, 2], ∂/∂v_item2 = 2·v_user1 = [2, 0]
     # row 1: ⟨u, i⟩ = -2 < 0, no gradient
     model(batch()).logits.sum().backward()
-    torch.testing.assert_close(model.embeddings.embeddings["user"].weight.grad[:, :2],
+    torch.testing.assert_close(model.table_modules()["user"].weight.grad[:, :2],
                                torch.tensor([[0.0, 0.0], [2.0, 2.0], [0.0, 0.0]]))
-    torch.testing.assert_close(model.embeddings.embeddings["item"].weight.grad[2, :2], torch.tensor([2.0, 0.0]))
+    torch.testing.assert_close(model.table_modules()["item"].weight.grad[2, :2], torch.tensor([2.0, 0.0]))
 
 
 def test_pnn_is_registered_and_validates_product():

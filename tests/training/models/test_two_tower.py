@@ -35,7 +35,7 @@ def model_by_hand(**overrides) -> TwoTower:
     settings = {"embedding_dim": 1, "tower_hidden": (), "output_dim": 2, **overrides}
     model = TwoTower(TwoTowerConfig(**settings), SIZES, embedding_device=CPU)
     with torch.no_grad():
-        tables = model.embeddings.embeddings
+        tables = model.table_modules()
         tables["user"].weight[:, 0] = torch.tensor([0.0, 0.0, 2.0, -1.0, 1.0, 0.5])
         tables["item"].weight[:, 0] = torch.tensor([0.0, 0.0, 0.5, 1.0, 3.0, -2.0])
         tables["cate"].weight[:, 0] = torch.tensor([0.0, 0.0, 4.0, -1.0, 1.0])

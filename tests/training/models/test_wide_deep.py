@@ -67,7 +67,7 @@ def test_wide_deep_gradients_reach_embeddings_and_cross_weights():
     assert cross[bucket(4, 2)].item() == pytest.approx(1.0)
     assert cross[bucket(3, 3)].item() == pytest.approx(1.0)
     assert cross.sum().item() == pytest.approx(4.0)
-    item = model.embeddings.embeddings["item"].weight.grad
+    item = model.table_modules()["item"].weight.grad
     # w column: item 2 is the target of rows 0 and 2 -> 2; item 3: target of row 1 (1), history of row 0 (1/2),
     # row 1 (1) and row 2 (1/2 + 1/2) -> 3.5; item 4: history of row 0 -> 0.5
     torch.testing.assert_close(item[:, 2], torch.tensor([0.0, 0.0, 2.0, 3.5, 0.5]))
