@@ -41,6 +41,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import resource
 import signal
 import socket
@@ -280,6 +281,22 @@ class TrainerState:
         return dict(self.__dict__)
 
 
+#: an embedding table's weight in a model's state dict: ``...embeddings.<group>.embedding_bags.<table>.weight``
+#: (and ``...embeddings.embeddings.<table>.weight``, the EmbeddingCollection of runs before 2026-11-24)
+_TABLE_KEY = re.compile(r"(?:^|\.)(?:embedding_bags|embeddings\.embeddings)\.(\w+)\.weight$")
+
+
+def table_of_key(key: str) -> str | None:
+    """The embedding table whose weight ``key`` (a state-dict key) is; None for any other tensor."""
+    match = _TABLE_KEY.search(key)
+    return match.group(1) if match else None
+
+
+def table_keys(keys) -> dict[str, str]:
+    """table -> its weight's key, from state-dict keys."""
+    return {table: key for key in keys if (table := table_of_key(key)) is not None}
+
+
 def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     return {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name]
 
@@ -303,7 +320,7 @@ def check_device_settings(cfg: RunConfig, device_type: str) -> None:
         # EmbeddingBagCollectionSharder offers row-wise only for CUDA (the planner otherwise fails with "No
         # available sharding type and compute kernel combination")
         raise ConfigError("train.sharding=row_wise needs a GPU (TorchRec shards pooled embedding lookups row-wise "
-                          "only on CUDA); use auto, table_wise, column_wise or data_parallel on CPU")
+                          "only on CUDA); use auto, table_wise or column_wise on CPU")
 
 
 def shard_model(model: CTRModel, cfg: RunConfig, ctx: DistContext):
@@ -445,14 +462,17 @@ class Trainer:
         if path is None:
             raise TrainingInputError(f"train.init_from={source_run!r}: no complete checkpoint in {source.directory}")
         saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
-        wanted, skipped = {}, []
+        # matched by table name: the source may group its tables into other lookups (model.shared_lookup_max_rows)
+        source_keys = table_keys(key.removeprefix("model.") for key in saved if key.startswith("model."))
+        wanted, targets, skipped = {}, {}, []  # source key -> this run's tensor; source key -> this run's key
         for key, tensor in self.dmp.state_dict().items():
-            table = next((t for t in self.model.table_sizes if key.endswith(f".embedding_bags.{t}.weight")), None)
+            table = table_of_key(key)
             if table is None:
                 continue
-            meta = saved.get(f"model.{key}")
+            source_key = source_keys.get(table)
+            meta = saved.get(f"model.{source_key}") if source_key else None
             if meta is not None and tuple(getattr(meta, "size", ())) == tuple(tensor.size()):
-                wanted[key] = tensor
+                wanted[source_key], targets[source_key] = tensor, key
             else:
                 skipped.append(table)
         if not wanted:
@@ -461,14 +481,14 @@ class Trainer:
         # the source's dense tensors (its replicated parameters and buffers), for load_pretrained
         dense = {key.removeprefix("model."): torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
                  for key, meta in saved.items()
-                 if key.startswith("model.") and ".embedding_bags." not in key
+                 if key.startswith("model.") and table_of_key(key) is None
                  and isinstance(meta, TensorStorageMetadata) and len(meta.chunks) == 1}
         state = self.checkpoints.load(path, {"model": {**wanted, **dense}})  # in place, into these tensors
         full = self.dmp.state_dict()  # TorchRec's load hooks want every table's key, even with strict=False
-        full.update({key: value for key, value in state["model"].items() if key in wanted})
+        full.update({targets[key]: value for key, value in state["model"].items() if key in targets})
         self.dmp.load_state_dict(full)
-        self.log(f"initialised {sorted(wanted)} from {path}" + (f"; not in it (or another shape): {skipped}"
-                                                                   if skipped else ""))
+        self.log(f"initialised {sorted(targets.values())} from {path}"
+                 + (f"; not in it (or another shape): {skipped}" if skipped else ""))
         stripped = {}
         for key, value in dense.items():
             while key.startswith(("module.", "_dmp_wrapped_module.")):  # DMP / DDP wrappers' prefixes

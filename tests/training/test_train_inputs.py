@@ -6,7 +6,7 @@ import pytest
 
 from features.tableio import Lakehouse
 from training.config import ConfigError, load_config
-from training.train import TrainingInputError, _prepare_run, check_device_settings, parse_args
+from training.train import TrainingInputError, _prepare_run, check_device_settings, parse_args, table_keys, table_of_key
 
 
 def test_a_lakehouse_uri_is_refused_since_checkpoints_need_a_shared_file_system_path():
@@ -26,3 +26,16 @@ def test_settings_that_only_a_gpu_supports_are_refused_on_cpu_before_sharding(ov
         check_device_settings(cfg, "cpu")
     check_device_settings(cfg, "cuda")  # accepted where TorchRec and FBGEMM support them
     check_device_settings(load_config("din"), "cpu")  # the defaults run on CPU
+
+
+def test_init_from_finds_a_sources_tables_by_name_whatever_its_lookup_groups():
+    keys = [
+        "embeddings.shared.embedding_bags.cate.weight",  # a small table in the shared lookup
+        "embeddings.item.embedding_bags.item.weight",  # a big table in a lookup of its own
+        "_dmp_wrapped_module.embeddings.embeddings.user.weight",  # the EmbeddingCollection of older runs
+        "attention.mlp.layers.0.weight",  # dense tensors are not tables
+        "embeddings.item.embedding_bags.item.weight_momentum",
+    ]
+    assert table_keys(keys) == {"cate": keys[0], "item": keys[1], "user": keys[2]}
+    assert table_of_key("model.embeddings.user.embedding_bags.user.weight") == "user"
+    assert table_of_key("mlp.layers.0.weight") is None
