@@ -62,7 +62,8 @@ class ModelConfig(BaseModel):
     # Tables of at most this many rows share one lookup (one EmbeddingBagCollection: one set of all-to-alls per
     # step for all of them); a bigger table gets a lookup of its own, so that its many distinct ids per batch do
     # not pad the small tables' lookups (a KJT has one stride for all of its keys). 8 tables in 8 lookups cost
-    # DIN about 20 % of its speed on 2 CPU ranks against 3 lookups (BENCHMARKS.md). Changes no result.
+    # DIN about 20 % of its speed on 2 CPU ranks against 3 lookups (BENCHMARKS.md). The rows looked up are the
+    # same either way; only the random initial weights differ (the tables are initialised in another order).
     shared_lookup_max_rows: int = Field(default=4096, ge=0,
                                         description="tables up to this size share one embedding lookup")
 
