@@ -1,8 +1,8 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
 # `make demo` is the whole pipeline through the Airflow DAGs (python -m jobs.pipeline; its Airflow home and SQLite
 # database are created under .airflow/ on first use).
-# They create .venv from requirements/lock.txt and resolve the Delta Lake JVM package into .cache/ivy when
-# either is missing or out of date.
+# They create .venv from requirements/lock.txt, resolve the Delta Lake JVM package into .cache/ivy and build the
+# Spark driver's class archive into .cache/cds when any is missing or out of date.
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -12,6 +12,7 @@ UV_VERSION := 0.13.8
 TORCHREC_VERSION := 1.8.0
 VENV_STAMP := $(VENV)/.installed
 DELTA_STAMP := .cache/ivy/.resolved
+CDS_STAMP := .cache/cds/.built
 DEMO_LAKEHOUSE ?= lakehouse
 PRESET ?= small
 MODELS ?=
@@ -20,7 +21,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint lock cuda bundle benchmark-generator clean
 
-setup: $(VENV_STAMP) $(DELTA_STAMP)
+setup: $(VENV_STAMP) $(DELTA_STAMP) $(CDS_STAMP)
 
 $(VENV_STAMP): requirements/lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,12 @@ $(VENV_STAMP): requirements/lock.txt pyproject.toml
 
 $(DELTA_STAMP): $(VENV_STAMP) features/spark.py
 	$(PY) -m features.spark --resolve-delta
+	touch $@
+
+# The driver JVM's class archive (jobs/class_archive.py): remade whenever the environment or the jars change, since
+# a JVM runs without an archive made for other jars (a warning, and the start-up gain is lost).
+$(CDS_STAMP): $(DELTA_STAMP) features/spark.py jobs/class_archive.py
+	$(PY) -m jobs.class_archive --force
 	touch $@
 
 demo: setup

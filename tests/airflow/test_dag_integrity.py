@@ -232,16 +232,38 @@ def test_settings_repeat_the_delta_package_and_local_tuning_of_the_session_facto
     assert ctr_settings.delta_manifest(DAGS_FOLDER.parent) == feature_spark.delta_classpath_manifest()
 
 
+def test_local_spark_submits_map_the_class_archive_when_make_setup_built_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTR_SUITE_CACHE", str(tmp_path))
+
+    def driver_options(env: dict[str, str]) -> str | None:
+        return ctr_settings.load_settings(env).spark_conf.get("spark.driver.extraJavaOptions")
+
+    local = ctr_settings.LOCAL_CONF["spark.driver.extraJavaOptions"]
+    assert driver_options({}) == local  # none built
+    archive = ctr_settings.class_archive(DAGS_FOLDER.parent)
+    assert archive == feature_spark.class_archive_path()  # where jobs.class_archive writes it
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"x")
+    assert driver_options({}) == f"{local} -XX:SharedArchiveFile={archive}"
+    # the user's own driver options get it too, unless they decide about class sharing themselves
+    assert driver_options({"CTR_SPARK_CONF": '{"spark.driver.extraJavaOptions": "-Da=b"}'}) == \
+        f"-Da=b -XX:SharedArchiveFile={archive}"
+    assert driver_options({"CTR_SPARK_CONF": '{"spark.driver.extraJavaOptions": "-Xshare:off"}'}) == "-Xshare:off"
+    assert driver_options({"CTR_SPARK_MODE": "cluster"}) is None  # a cluster's drivers have their own JDK and jars
+
+
 def test_the_small_presets_have_spark_interpret_expressions_and_the_big_ones_compile_them():
     for preset in ("tiny", "small"):
         conf = ctr_settings.load_settings(pipeline.preset_env(preset, {})).spark_conf
         assert conf["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"
-        assert conf["spark.driver.extraJavaOptions"] == ctr_settings.LOCAL_CONF["spark.driver.extraJavaOptions"]
+        assert conf["spark.driver.extraJavaOptions"] == ctr_settings.with_class_archive(
+            ctr_settings.LOCAL_CONF["spark.driver.extraJavaOptions"], DAGS_FOLDER.parent)
     for preset in ("medium", "large"):
         conf = ctr_settings.load_settings(pipeline.preset_env(preset, {})).spark_conf
         assert "spark.sql.codegen.factoryMode" not in conf
     assert ctr_settings.load_settings(pipeline.preset_env("large", {})).spark_conf[
-        "spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC"  # C2 back for long jobs
+        "spark.driver.extraJavaOptions"] == ctr_settings.with_class_archive("-Duser.timezone=UTC",
+                                                                            DAGS_FOLDER.parent)  # C2 back for long jobs
     # the user's own CTR_SPARK_CONF wins over the preset's
     assert pipeline.preset_env("small", {"CTR_SPARK_CONF": '{"spark.executor.memory": "8g"}'}) == {}
 

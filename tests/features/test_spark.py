@@ -101,3 +101,46 @@ def test_python_workers_run_the_project_interpreter(spark):
 
     got = spark.range(1).mapInArrow(versions, "python string").first()["python"]
     assert got == spark.sparkContext.pythonExec
+
+
+def test_the_class_archive_is_added_when_it_exists_and_the_options_do_not_decide(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTR_SUITE_CACHE", str(tmp_path / "cache"))
+    archive = spark_factory.class_archive_path()
+    assert archive == tmp_path / "cache" / "cds" / "spark-driver.jsa"
+    assert spark_factory.with_class_archive("-Duser.timezone=UTC") == "-Duser.timezone=UTC"  # none built yet
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"x")
+    assert spark_factory.with_class_archive("-Duser.timezone=UTC") == \
+        f"-Duser.timezone=UTC -XX:SharedArchiveFile={archive}"
+    assert spark_factory.with_class_archive("") == f"-XX:SharedArchiveFile={archive}"
+    for decided in ("-Xshare:off", "-XX:SharedArchiveFile=/other.jsa", "-XX:ArchiveClassesAtExit=/new.jsa"):
+        assert spark_factory.with_class_archive(f"-Da=b {decided}") == f"-Da=b {decided}"
+    monkeypatch.setenv("CTR_SUITE_CACHE", str(tmp_path / "a cache"))  # Spark splits the options shell-like
+    spaced = spark_factory.class_archive_path()
+    spaced.parent.mkdir(parents=True)
+    spaced.write_bytes(b"x")
+    assert spark_factory.with_class_archive("-Da=b") == f"-Da=b '-XX:SharedArchiveFile={spaced}'"
+
+
+MAPS_THE_ARCHIVE = """
+from features.spark import get_spark
+spark = get_spark("archive-check", conf={{"spark.driver.extraJavaOptions": "-Duser.timezone=UTC -Xshare:on"}})
+args = list(spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+print("ARCHIVE-ARG", [a for a in args if "SharedArchiveFile" in a])
+spark.range(3).write.format("delta").save({table!r})
+print("DELTA-ROWS", spark.read.format("delta").load({table!r}).count())
+"""
+
+
+@pytest.mark.slow
+def test_make_setup_builds_a_class_archive_that_the_driver_jvm_maps(tmp_path):
+    # -Xshare:on: a JVM that cannot map the archive (another JDK, other jars) refuses to start instead of warning
+    archive = spark_factory.class_archive_path()
+    assert archive.is_file(), "make setup builds it (python -m jobs.class_archive)"
+    script = tmp_path / "check.py"
+    script.write_text(MAPS_THE_ARCHIVE.format(table=str(tmp_path / "table")))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert f"ARCHIVE-ARG ['-XX:SharedArchiveFile={archive}']" in done.stdout
+    assert "DELTA-ROWS 3" in done.stdout
