@@ -27,6 +27,7 @@ import argparse
 import atexit
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -65,9 +66,31 @@ def spark_home() -> Path:
     return Path(_find_spark_home())
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10_000
+
+
 def free_port() -> int:
-    """A port free on 127.0.0.1 now (the OS picks it; a race with another process is possible but unlikely)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port free on 127.0.0.1 now, for a server that a child process binds a few seconds later.
+
+    Picked below the kernel's ephemeral range (Linux: 32768 and up) where that range can be read: ports the OS
+    hands to other processes' outgoing connections come from that range, and one such connection taking the port in
+    the meantime made a two-node torchrun test fail with EADDRINUSE. Below it only an explicit bind can take it.
+    """
+    try:
+        ephemeral_low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 0
+    rng = random.SystemRandom()
+    for _ in range(100 if ephemeral_low > LOWEST_PORT else 0):
+        port = rng.randrange(LOWEST_PORT, ephemeral_low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue  # in use (a listening service, or TIME_WAIT): try another
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no readable range: the OS picks
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -266,3 +267,17 @@ def test_the_cluster_tables_equal_the_local_ones(local, on_cluster):
         days = local.read_arrow(table, columns=["ds"]).column(0).to_pylist()
         assert sorted({str(d) for d in days}) == list(DAYS), table
     assert len(local_tables["features/quarantine"]) > 0 and len(local_tables["features/vocab"]) > 100
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_and_can_be_bound(monkeypatch, tmp_path):
+    from jobs import spark_cluster
+
+    low = int(spark_cluster.EPHEMERAL_RANGE.read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(spark_cluster.LOWEST_PORT <= port < low for port in ports)  # no outgoing connection can take them
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind((LOOPBACK, port))
+    monkeypatch.setattr(spark_cluster, "EPHEMERAL_RANGE", tmp_path / "missing")  # not Linux: the OS picks one
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, free_port()))

@@ -30,6 +30,7 @@ import psutil
 import pytest
 
 from features.tableio import Lakehouse
+from jobs.spark_cluster import free_port
 from tests.training.test_train_e2e import COMMON, SPEC, metrics, predictions, runs, torchrun
 from training.testing import write_training_lakehouse
 
@@ -40,12 +41,6 @@ SETTINGS = [*COMMON, "--set", "train.cpu_threads=1"]  # two epochs of 9 steps, a
 COLLECTIVE_TIMEOUT_S = "120"
 NODE_EXIT_S = 60  # a surviving node learns of its peer's death at its next collective: it is out within seconds
 TIMINGS = ("samples_per_second", "peak_rss_mib")  # measurements of the process, not results
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
