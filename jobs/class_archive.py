@@ -6,7 +6,8 @@ Why: on the embedded default every Airflow task is its own spark-submit, so ever
 that loads and verifies about 20,000 classes of Spark, Scala, Hadoop and Delta from their jars before its first
 query. The JVM can write the classes a run loaded into an archive at exit (``-XX:ArchiveClassesAtExit``, JDK 13+);
 a later JVM maps that archive instead (``-XX:SharedArchiveFile``). Measured on the small preset (BENCHMARKS.md):
-session start 6.2 -> 3.5-4.1 s, and the four feature jobs, each in a fresh JVM, 228 -> 210 s.
+session start 5.8-6.5 -> 4.0-5.0 s, the four feature jobs, each in a fresh JVM, 228 -> 213 s, and the main
+command 377 -> 348 s.
 
 How: one session runs a representative workload (one day of the tiny synthetic log through generate_synthetic and
 the daily chain, in a temporary lakehouse) with ``-XX:ArchiveClassesAtExit``, then ends the JVM and waits

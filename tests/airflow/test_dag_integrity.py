@@ -230,6 +230,7 @@ def test_settings_repeat_the_delta_package_and_local_tuning_of_the_session_facto
         else:
             assert ctr_settings.LOCAL_CONF[key] == value, key
     assert ctr_settings.delta_manifest(DAGS_FOLDER.parent) == feature_spark.delta_classpath_manifest()
+    assert ctr_settings.ARCHIVE_FLAGS == feature_spark.ARCHIVE_FLAGS  # the class archive's twin helper
 
 
 def test_local_spark_submits_map_the_class_archive_when_make_setup_built_one(tmp_path, monkeypatch):
