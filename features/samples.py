@@ -66,9 +66,8 @@ from features.vocab import ITEM_FIELDS, UNKNOWN_IDX, USER_FIELDS, conform, looku
 SAMPLES_TABLE = "features/samples"
 STATE_TABLE = "features/user_state"
 
-# Sort rank of rows sharing a timestamp inside one user's stream: a probe (the impression being built) sorts
-# before the exposures and clicks of its own timestamp, so those never count as "before" it.
-_PROBE, _EXPOSURE, _CLICK = 0, 1, 2
+# Kinds of the rows of one day's per-user stream (build_day)
+_PRIOR_EXPOSURE, _IMPRESSION, _PRIOR_CLICK, _CLICK_TODAY = 0, 1, 2, 3
 
 CLICK_STRUCT = StructType(
     [
@@ -230,99 +229,126 @@ def build_day(
     catalogue_size: int,
     ds: dt.date,
     cfg: SamplesConfig,
+    broadcast_lookups: bool = True,
 ) -> SamplesDay:
     """Samples of day ``ds`` and the state at its end.
 
     ``events``: ``features/events_clean`` rows of ``ds`` (other event types than impression and click are
     ignored); ``state_before``: ``features/user_state`` at the previous processed day (empty on the first);
     ``items``/``users``: :func:`item_index` / :func:`user_index`; ``catalogue_size``: the number of item indices
-    (>= 2, the item vocabulary's ``max(idx) - 1``) the fallback sampler draws from.
+    (>= 2, the item vocabulary's ``max(idx) - 1``) the fallback sampler draws from; ``broadcast_lookups``: join
+    ``items`` and ``users`` by broadcast (they must fit in memory), which keeps the per-user stream where it is;
+    else by shuffle (the same rows, more shuffles).
+
+    How: every row of the day's users (their state's clicks and exposures, the day's impressions and clicks) goes
+    into one stream, shuffled once by user. Each step below is a window whose partition starts with ``user_id``,
+    so they all run on that one shuffle. A step over one kind of row partitions on a kind flag (row frames) or
+    orders by a key that is null on the other kinds (``max_by`` skips rows whose key is null).
     """
     if catalogue_size < 2:
         raise ValueError(f"the item vocabulary has {catalogue_size} item(s); sampling a negative needs at least 2")
     L, K = cfg.hist_len, cfg.exposure_candidates
-    day_imps = events.where(F.col("event_type") == "impression").select(
-        "user_id", "item_id", "event_time", "event_id", "request_id", "position")
-    day_clicks = events.where(F.col("event_type") == "click").select(
-        "user_id", "item_id", "event_time", "event_id", "request_id", "position")
+    lookup_items = F.broadcast(items) if broadcast_lookups else items
+    lookup_users = F.broadcast(users) if broadcast_lookups else users
+    no_time, no_text, no_int = (F.lit(None).cast(t) for t in (TimestampType(), StringType(), IntegerType()))
 
-    # The state of the users active today (others are carried over unchanged below).
+    # The stream: the state of the users active today (others are carried over unchanged below) and today's events.
+    day = events.where(F.col("event_type").isin("impression", "click")).select(
+        "user_id", F.when(F.col("event_type") == "impression", _IMPRESSION).otherwise(_CLICK_TODAY).alias("kind"),
+        "event_time", "event_id", "item_id", "request_id", "position", no_time.alias("clicked_at"),
+        no_text.alias("neg_item_id"), no_int.alias("neg_is_sampled"))
     active = events.select("user_id").distinct()
     state = state_before.join(active, on="user_id", how="left_semi")
-    prior_clicks = state.select("user_id", F.explode("clicks").alias("c")).select("user_id", "c.*")
-    prior_exposures = state.select("user_id", F.explode("exposures").alias("e")).select("user_id", "e.*")
+    prior_exposures = state.select("user_id", F.explode("exposures").alias("e")).select(
+        "user_id", F.lit(_PRIOR_EXPOSURE).alias("kind"), "e.event_time", "e.event_id", "e.item_id", "e.request_id",
+        "e.position", "e.clicked_at", no_text.alias("neg_item_id"), no_int.alias("neg_is_sampled"))
+    prior_clicks = state.select("user_id", F.explode("clicks").alias("c")).select(
+        "user_id", F.lit(_PRIOR_CLICK).alias("kind"), "c.event_time", "c.event_id", "c.item_id",
+        no_text.alias("request_id"), no_int.alias("position"), no_time.alias("clicked_at"), "c.neg_item_id",
+        "c.neg_is_sampled")
+    kind = F.col("kind")
+    rows = (day.unionByName(prior_exposures).unionByName(prior_clicks).repartition("user_id")
+            .withColumn("_exp", kind.isin(_PRIOR_EXPOSURE, _IMPRESSION))
+            .withColumn("_clk", kind.isin(_PRIOR_CLICK, _CLICK_TODAY))
+            .join(lookup_items, on="item_id", how="left").fillna(UNKNOWN_IDX, list(ITEM_INDEX_COLUMNS)))
+    is_exposure, is_click, is_today_click = F.col("_exp"), F.col("_clk"), kind == _CLICK_TODAY
+    micros = F.unix_micros("event_time")
+    sequence_key = F.struct(micros.alias("t"), F.col("event_id").alias("id"))  # the (event_time, event_id) order
+    by_user = Window.partitionBy("user_id").orderBy(micros)
+    at_or_before = by_user.rangeBetween(Window.unboundedPreceding, 0)
+    strictly_before = by_user.rangeBetween(Window.unboundedPreceding, -1)  # ties at the same time are not before
 
-    # 1. Attribution: which exposures today's clicks belong to; clicked_at = the first such click.
-    exposures = prior_exposures.select(*EXPOSURE_STRUCT.fieldNames(), "user_id",
-                                       F.lit(True).alias("prior")).unionByName(
-        day_imps.select("*", F.lit(None).cast(TimestampType()).alias("clicked_at"), F.lit(False).alias("prior")))
-    links = _attribute(exposures, day_clicks, cfg.click_window_seconds)
-    first_click = links.groupBy("exposure_id").agg(F.min("click_time").alias("clicked_today"))
-    exposures = (exposures.join(first_click, on=F.col("event_id") == F.col("exposure_id"), how="left")
-                 .withColumn("clicked_at", F.least("clicked_at", "clicked_today"))
-                 .drop("exposure_id", "clicked_today"))
-    exposures = items.join(exposures, on="item_id", how="right").fillna(UNKNOWN_IDX, list(ITEM_INDEX_COLUMNS))
-    click_links = links.join(exposures.select(F.col("event_id").alias("exposure_id"), "prior"), on="exposure_id",
-                             how="inner").groupBy("click_id").agg(F.min(F.col("prior").cast("int")).alias("late"))
+    # 1. Attribution. A click with a request: every exposure of the same user, item and request.
+    request_click = is_today_click & F.col("request_id").isNotNull()
+    same_request = Window.partitionBy("user_id", "item_id", "request_id")
+    prior_flag = (kind == _PRIOR_EXPOSURE).cast("int")
+    rows = rows.select(
+        "*", F.min(F.when(request_click, F.col("event_time"))).over(same_request).alias("_request_click_time"),
+        F.min(F.when(is_exposure, prior_flag)).over(same_request).alias("_request_late"))
+    # Without a request: the latest exposure of the same user and item at or before the click, within the window.
+    loose_click = is_today_click & F.col("request_id").isNull()
+    latest = F.max_by(F.struct(F.col("event_id").alias("id"), F.col("event_time").alias("time"),
+                               prior_flag.alias("late")), F.when(is_exposure, sequence_key)).over(
+        Window.partitionBy("user_id", "item_id").orderBy(micros).rangeBetween(Window.unboundedPreceding, 0))
+    earliest = F.col("event_time") - F.expr(f"INTERVAL {int(cfg.click_window_seconds)} SECONDS")
+    rows = rows.withColumn("_loose", F.when(loose_click & (latest["time"] >= earliest), latest))
+    # an exposure's clicked_at: the first click attributed to it today, or the one kept in the state
+    rows = rows.withColumn("_link", F.when(is_exposure, F.col("event_id")).otherwise(F.col("_loose.id"))).withColumn(
+        "_loose_click_time", F.min(F.when(F.col("_loose").isNotNull(), F.col("event_time"))).over(
+            Window.partitionBy("user_id", "_link")))
+    late = F.when(request_click, F.col("_request_late")).otherwise(F.col("_loose.late"))
+    rows = rows.withColumn("clicked_at", F.when(is_exposure, F.least(
+        "clicked_at", "_request_click_time", "_loose_click_time"))).withColumn(
+        "attributed", F.when(late == 1, "late").when(late == 0, "today")).drop(
+        "_request_click_time", "_request_late", "_loose", "_link", "_loose_click_time")
 
     # 2. The last K exposures up to each exposure (inclusive), as an array carried by that exposure's row.
-    by_user = Window.partitionBy("user_id")
-    exp_order = by_user.orderBy("event_time", "event_id")
     exposure_struct = F.struct("event_time", "event_id", "item_id", "request_id", "position", "clicked_at",
                                "item_idx", "cate_idx")
-    exposures = exposures.withColumn("recent", F.collect_list(exposure_struct).over(
-        exp_order.rowsBetween(-(K - 1), Window.currentRow)))
+    rows = rows.withColumn("recent", F.when(is_exposure, F.collect_list(exposure_struct).over(
+        Window.partitionBy("user_id", "_exp").orderBy("event_time", "event_id").rowsBetween(-(K - 1), 0))))
 
     # 3. Negatives of today's clicks: the best candidate among the last K exposures at or before the click.
-    click_rows = day_clicks.join(items.select("item_id", "item_idx"), on="item_id", how="left").fillna(
-        UNKNOWN_IDX, ["item_idx"])
-    candidates = _as_of(exposures, "recent", click_rows, probe_rank=_CLICK)
-    chosen = _pick_negative(candidates, cfg.negative_window_seconds, cfg.click_window_seconds)
-    chosen = _sample_fallback(chosen, catalogue_size, cfg.seed)
-    by_index = items.where(F.col("item_idx") >= 2).select(F.col("item_idx").alias("sampled_idx"),
-                                                          F.col("item_id").alias("sampled_id"))
-    clicks_today = chosen.join(by_index, on="sampled_idx", how="left").join(
-        click_links, on=F.col("event_id") == F.col("click_id"), how="left").select(
-        "user_id", "item_id", "event_time", "event_id",
-        F.coalesce("neg_item_id", "sampled_id").alias("neg_item_id"), "neg_is_sampled",
-        F.when(F.col("late") == 1, "late").when(F.col("late") == 0, "today").alias("attributed"))
+    candidates = F.max_by("recent", F.when(is_exposure, sequence_key)).over(at_or_before)
+    rows = rows.withColumn("neg_item_id", F.when(
+        is_today_click, _negative_item(candidates, cfg.negative_window_seconds, cfg.click_window_seconds)).otherwise(
+        F.col("neg_item_id")))
+    sampled = F.when(is_today_click & F.col("neg_item_id").isNull(), _fallback_draw(catalogue_size, cfg.seed))
+    rows = rows.withColumn("sampled_idx", sampled).withColumn("neg_is_sampled", F.when(
+        is_today_click, F.col("sampled_idx").isNotNull().cast("int")).otherwise(F.col("neg_is_sampled")))
+    by_index = lookup_items.where(F.col("item_idx") >= 2).select(F.col("item_idx").alias("sampled_idx"),
+                                                                 F.col("item_id").alias("sampled_id"))
+    neg_index = lookup_items.select(F.col("item_id").alias("neg_item_id"), F.col("item_idx").alias("neg_item_idx"),
+                                    F.col("cate_idx").alias("neg_cate_idx"))
+    rows = (rows.join(by_index, on="sampled_idx", how="left")
+            .withColumn("neg_item_id", F.coalesce("neg_item_id", "sampled_id")).drop("sampled_idx", "sampled_id")
+            .join(neg_index, on="neg_item_id", how="left").fillna(UNKNOWN_IDX, ["neg_item_idx", "neg_cate_idx"]))
 
     # 4. The last L clicks up to each click (inclusive), with indices, as an array carried by the click's row.
-    all_clicks = prior_clicks.unionByName(clicks_today.drop("attributed"))
-    all_clicks = all_clicks.join(items.select("item_id", "item_idx", "cate_idx"), on="item_id", how="left").join(
-        items.select(F.col("item_id").alias("neg_item_id"), F.col("item_idx").alias("neg_item_idx"),
-                     F.col("cate_idx").alias("neg_cate_idx")), on="neg_item_id", how="left").fillna(
-        UNKNOWN_IDX, ["item_idx", "cate_idx", "neg_item_idx", "neg_cate_idx"])
     click_struct = F.struct("event_time", "event_id", "item_id", "neg_item_id", "neg_is_sampled", "item_idx",
                             "cate_idx", "neg_item_idx", "neg_cate_idx")
-    all_clicks = all_clicks.withColumn("history", F.collect_list(click_struct).over(
-        exp_order.rowsBetween(-(L - 1), Window.currentRow)))
+    rows = rows.withColumn("history", F.when(is_click, F.collect_list(click_struct).over(
+        Window.partitionBy("user_id", "_clk").orderBy("event_time", "event_id").rowsBetween(-(L - 1), 0))))
 
     # 5. Each impression takes the latest history and exposure list strictly before it.
-    probes = exposures.where(~F.col("prior")).select(
+    is_impression = kind == _IMPRESSION
+    rows = rows.select(
+        "*", F.when(is_impression, F.max_by("history", F.when(is_click, sequence_key)).over(strictly_before)).alias(
+            "hist"),
+        F.when(is_impression, F.max_by("recent", F.when(is_exposure, sequence_key)).over(strictly_before)).alias(
+            "seen"))
+    probes = rows.where(is_impression).select(
         "user_id", "event_time", "event_id", "item_id", "request_id", "position", "item_idx", "cate_idx",
-        "shop_idx", "brand_idx", F.col("clicked_at").isNotNull().cast("int").alias("label"))
-    stream = (probes.select("*", F.lit(_PROBE).alias("_rank"))
-              .unionByName(exposures.select("user_id", "event_time", "event_id", "recent",
-                                            F.lit(_EXPOSURE).alias("_rank")), allowMissingColumns=True)
-              .unionByName(all_clicks.select("user_id", "event_time", "event_id", "history",
-                                             F.lit(_CLICK).alias("_rank")), allowMissingColumns=True))
-    before = by_user.orderBy("event_time", "_rank", "event_id").rowsBetween(Window.unboundedPreceding, -1)
-    asof = stream.select(
-        "*", F.last("history", ignorenulls=True).over(before).alias("hist"),
-        F.last("recent", ignorenulls=True).over(before).alias("seen"),
-    ).where(F.col("_rank") == _PROBE)
-    samples = _assemble(asof, _context(probes, cfg.ctx_size), users, ds, cfg)
+        "shop_idx", "brand_idx", F.col("clicked_at").isNotNull().cast("int").alias("label"), "hist", "seen")
+    samples = _assemble(probes, _context(probes, cfg.ctx_size), lookup_users, ds, cfg)
 
     # 6. The state at the end of the day: active users' last L clicks and K exposures, others carried over.
     horizon = F.lit(dt.datetime.combine(ds + dt.timedelta(days=1), dt.time())) - F.expr(
         f"INTERVAL {cfg.state_retention_seconds()} SECONDS")
-    last_clicks = all_clicks.groupBy("user_id").agg(
-        F.max_by("history", F.struct("event_time", "event_id")).alias("history"))
-    last_exposures = exposures.groupBy("user_id").agg(
-        F.max_by("recent", F.struct("event_time", "event_id")).alias("recent"))
     clicks_type, exposures_type = ArrayType(CLICK_STRUCT), ArrayType(EXPOSURE_STRUCT)
-    updated = last_exposures.join(last_clicks, on="user_id", how="full").select(
+    updated = rows.groupBy("user_id").agg(
+        F.max_by("history", F.when(is_click, sequence_key)).alias("history"),
+        F.max_by("recent", F.when(is_exposure, sequence_key)).alias("recent")).select(
         "user_id",
         F.coalesce(F.transform("history", lambda c: F.struct(*[c[n] for n in CLICK_STRUCT.fieldNames()])),
                    F.array().cast(clicks_type)).alias("clicks"),
@@ -334,50 +360,16 @@ def build_day(
         "user_id", "clicks", F.filter("exposures", lambda e: e["event_time"] >= horizon).alias("exposures"),
         F.lit(ds).alias("ds"),
     ).where((F.size("clicks") > 0) | (F.size("exposures") > 0))
+    clicks_today = rows.where(is_today_click).select(
+        "user_id", "item_id", "event_time", "event_id", "neg_item_id", "neg_is_sampled", "attributed")
     return SamplesDay(samples=conform(samples, SAMPLES), state=conform(new_state, USER_STATE), clicks=clicks_today,
-                      shared=(events, items, exposures, clicks_today, all_clicks))
+                      shared=(events, items, rows))
 
 
-def _attribute(exposures: DataFrame, clicks: DataFrame, window_seconds: int) -> DataFrame:
-    """``click_id, click_time, exposure_id``: each click's impression(s) (see the module docstring)."""
-    c, e = clicks.alias("c"), exposures.alias("e")
-    in_request = c.where(F.col("request_id").isNotNull()).join(
-        e, on=[F.col("c.user_id") == F.col("e.user_id"), F.col("c.item_id") == F.col("e.item_id"),
-               F.col("c.request_id") == F.col("e.request_id")], how="inner").select(
-        F.col("c.event_id").alias("click_id"), F.col("c.event_time").alias("click_time"),
-        F.col("e.event_id").alias("exposure_id"))
-    # Without a request: the latest impression of the same user and item at or before the click (as-of).
-    loose = clicks.where(F.col("request_id").isNull()).select(
-        "user_id", "item_id", "event_time", "event_id", F.lit(_CLICK).alias("_rank"))
-    stream = exposures.select("user_id", "item_id", "event_time", "event_id", F.lit(_EXPOSURE).alias("_rank"))
-    before = (Window.partitionBy("user_id", "item_id").orderBy("event_time", "_rank", "event_id")
-              .rowsBetween(Window.unboundedPreceding, -1))
-    is_exposure = F.col("_rank") == _EXPOSURE
-    windowed = stream.unionByName(loose).select(
-        "*",
-        F.last(F.when(is_exposure, F.col("event_id")), ignorenulls=True).over(before).alias("exposure_id"),
-        F.last(F.when(is_exposure, F.col("event_time")), ignorenulls=True).over(before).alias("exposure_time"),
-    ).where((F.col("_rank") == _CLICK) & F.col("exposure_id").isNotNull() & (
-        F.col("exposure_time") >= F.col("event_time") - F.expr(f"INTERVAL {int(window_seconds)} SECONDS")))
-    return in_request.unionByName(windowed.select(F.col("event_id").alias("click_id"),
-                                                  F.col("event_time").alias("click_time"), "exposure_id"))
-
-
-def _as_of(carriers: DataFrame, column: str, probes: DataFrame, *, probe_rank: int) -> DataFrame:
-    """``probes`` with ``column``: the value of the latest ``carriers`` row of the same user ordered before each
-    probe (by time, then rank: a probe ranked after the carriers of its timestamp sees them)."""
-    stream = carriers.select("user_id", "event_time", "event_id", column, F.lit(_EXPOSURE).alias("_rank")).unionByName(
-        probes.select("*", F.lit(probe_rank).alias("_rank")), allowMissingColumns=True)
-    before = (Window.partitionBy("user_id").orderBy("event_time", "_rank", "event_id")
-              .rowsBetween(Window.unboundedPreceding, -1))
-    return stream.withColumn(column, F.last(column, ignorenulls=True).over(before)).where(
-        F.col("_rank") == probe_rank).drop("_rank")
-
-
-def _pick_negative(clicks: DataFrame, window_seconds: int, request_window_seconds: int) -> DataFrame:
-    """Clicks with ``neg_item_id`` (null when no exposure qualifies): same request first (nearest position, at
-    most ``request_window_seconds`` before), then the most recent exposure within ``window_seconds``; never
-    clicked by the click's time, another item."""
+def _negative_item(candidates: Column, window_seconds: int, request_window_seconds: int) -> Column:
+    """The click row's exposure negative among ``candidates`` (its last K exposures; null when none qualifies):
+    same request first (nearest position, at most ``request_window_seconds`` before), then the most recent
+    exposure within ``window_seconds``; never clicked by the click's time, another item."""
     t = F.col("event_time")
     earliest = t - F.expr(f"INTERVAL {int(window_seconds)} SECONDS")
     earliest_in_request = t - F.expr(f"INTERVAL {int(request_window_seconds)} SECONDS")
@@ -402,8 +394,7 @@ def _pick_negative(clicks: DataFrame, window_seconds: int, request_window_second
             e["item_id"].alias("item_id"),
         )
 
-    best = F.array_min(F.transform(F.filter("recent", qualifies), key))
-    return clicks.withColumn("neg_item_id", best["item_id"]).drop("recent")
+    return F.array_min(F.transform(F.filter(candidates, qualifies), key))["item_id"]
 
 
 def _sample_fallback(clicks: DataFrame, catalogue_size: int, seed: int) -> DataFrame:
@@ -412,12 +403,16 @@ def _sample_fallback(clicks: DataFrame, catalogue_size: int, seed: int) -> DataF
     Indices 2 .. catalogue_size + 1 are the catalogue; with the clicked item known (idx >= 2) one of them is
     excluded, so the draw is uniform over the remaining ones. Returns ``neg_item_id`` (raw) and ``neg_is_sampled``.
     """
+    return clicks.withColumn("sampled_idx", F.when(F.col("neg_item_id").isNull(), _fallback_draw(
+        catalogue_size, seed))).withColumn("neg_is_sampled", F.col("sampled_idx").isNotNull().cast("int"))
+
+
+def _fallback_draw(catalogue_size: int, seed: int) -> Column:
+    """The catalogue index :func:`_sample_fallback` draws for the row's click (``event_id``, ``item_idx``)."""
     known = F.col("item_idx") >= 2
     choices = F.when(known, F.lit(catalogue_size - 1)).otherwise(F.lit(catalogue_size))
     draw = F.pmod(F.xxhash64(F.lit(seed), F.col("event_id")), choices.cast(LongType())) + 2
-    sampled_idx = F.when(known & (draw >= F.col("item_idx")), draw + 1).otherwise(draw)
-    return clicks.withColumn("sampled_idx", F.when(F.col("neg_item_id").isNull(), sampled_idx)).withColumn(
-        "neg_is_sampled", F.col("sampled_idx").isNotNull().cast("int"))
+    return F.when(known & (draw >= F.col("item_idx")), draw + 1).otherwise(draw)
 
 
 def _context(probes: DataFrame, size: int) -> DataFrame:
