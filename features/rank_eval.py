@@ -71,6 +71,9 @@ class RankEval:
     rows: DataFrame
     #: users with a test-day click left out for lack of negatives
     skipped_users: DataFrame
+    #: intermediate frames that ``rows`` and ``skipped_users`` both read: a job persists them while it writes and
+    #: counts, so the candidates are drawn once
+    shared: tuple[DataFrame, ...] = ()
 
 
 def rank_candidates(samples: DataFrame, items: DataFrame, *, test_days: list[dt.date], anchor: dt.date,
@@ -111,7 +114,7 @@ def rank_candidates(samples: DataFrame, items: DataFrame, *, test_days: list[dt.
         F.lit(anchor).alias("ds"),
     )
     skipped = held_out.select("user_idx").join(full.select("user_idx"), on="user_idx", how="left_anti")
-    return RankEval(rows=rows.select(*RANK_EVAL.fieldNames()), skipped_users=skipped)
+    return RankEval(rows=rows.select(*RANK_EVAL.fieldNames()), skipped_users=skipped, shared=(held_out, full))
 
 
 def _getter(field: str):

@@ -41,14 +41,20 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
     result = R.rank_candidates(samples, item_index(vocab, items),
                                test_days=[d for d, s in split if s == "test"], anchor=anchor,
                                catalogue_size=catalogue, cfg=cfg)
-    out = {R.SPLIT_TABLE: lh.write(spark.createDataFrame([(d, s, anchor) for d, s in split], R.SPLIT),
-                                   R.SPLIT_TABLE, mode="overwrite"),
-           R.RANK_EVAL_TABLE: lh.write(result.rows, R.RANK_EVAL_TABLE, mode="overwrite", replace_ds=[anchor],
-                                       partition_by=["ds"])}
-    users = lh.read(spark, R.RANK_EVAL_TABLE, version=out[R.RANK_EVAL_TABLE]).where(F.col("ds") == F.lit(anchor))
-    counts = {f"{s}_days": sum(1 for _, x in split if x == s) for s in R.SPLITS}
-    counts |= {"rank_eval_users": users.count(), "users_skipped_few_negatives": result.skipped_users.count(),
-               "candidates_per_user": cfg.negatives + 1}
+    for frame in result.shared:
+        frame.persist()
+    try:
+        out = {R.SPLIT_TABLE: lh.write(spark.createDataFrame([(d, s, anchor) for d, s in split], R.SPLIT),
+                                       R.SPLIT_TABLE, mode="overwrite"),
+               R.RANK_EVAL_TABLE: lh.write(result.rows, R.RANK_EVAL_TABLE, mode="overwrite", replace_ds=[anchor],
+                                           partition_by=["ds"])}
+        users = lh.read(spark, R.RANK_EVAL_TABLE, version=out[R.RANK_EVAL_TABLE]).where(F.col("ds") == F.lit(anchor))
+        counts = {f"{s}_days": sum(1 for _, x in split if x == s) for s in R.SPLITS}
+        counts |= {"rank_eval_users": users.count(), "users_skipped_few_negatives": result.skipped_users.count(),
+                   "candidates_per_user": cfg.negatives + 1}
+    finally:
+        for frame in result.shared:
+            frame.unpersist()
     return jobkit.JobOutcome(inputs=inputs, outputs=out, counts=counts)
 
 
