@@ -108,9 +108,10 @@ def resolve_models(requested: str | None, known: list[str]) -> tuple[list[str], 
 
 
 def known_models() -> list[str]:
-    from training.models import MODELS  # imports torch: once, before any other work
+    # the registry's names without importing torch, which would cost 10-25 s before any work (a test keeps them equal)
+    from training.model_names import MODEL_NAMES
 
-    return sorted(MODELS)
+    return sorted(MODEL_NAMES)
 
 
 def airflow_env(airflow_home: Path, lakehouse: str, *, retries: int, base: dict[str, str] | None = None,

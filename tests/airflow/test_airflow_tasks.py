@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 import sys
 
 import pyarrow as pa
@@ -231,6 +232,18 @@ def test_explicit_models_must_be_registered():
     assert pipeline.resolve_models("din,base", ["base", "din"]) == (["din", "base"], [])
     with pytest.raises(ValueError, match="dien not registered in training.models"):
         pipeline.resolve_models("dien,din", ["base", "din"])
+
+
+def test_the_pipelines_model_names_are_the_registry_and_need_no_torch():
+    from training.models import MODELS
+
+    assert pipeline.known_models() == sorted(MODELS)
+    # the check runs before any work: it must not pay torch's import (10-25 s)
+    code = ("import sys; from jobs import pipeline; names = pipeline.known_models(); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(len(names))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=pipeline.PROJECT_DIR)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(len(MODELS))
 
 
 def test_the_default_models_fall_back_to_the_registered_ones_with_a_warning():
