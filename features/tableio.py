@@ -374,13 +374,16 @@ class Lakehouse:
         location = self.path(table)
         if not SparkDeltaTable.isDeltaTable(spark, location):
             raise TableNotFoundError(f"no Delta table {table!r} at {location}")
-        reader = spark.read.format("delta")
-        if version is not None:
-            latest = self.spark_version(spark, table)
-            if not 0 <= version <= latest:
-                raise TableNotFoundError(f"table {table!r} has no version {version} (latest is {latest})")
-            reader = reader.option("versionAsOf", version)
-        return reader.load(location)
+        if version is None:
+            return spark.read.format("delta").load(location)
+        # Delta resolves the version as the frame is made (no history query of our own: jobs read every input at a
+        # version, and each history query is a Spark job)
+        try:
+            return spark.read.format("delta").option("versionAsOf", version).load(location)
+        except Exception as err:
+            if "Cannot time travel Delta table to version" in str(err):
+                raise TableNotFoundError(f"table {table!r} has no version {version}: {err}") from err
+            raise
 
     def spark_version(self, spark: SparkSession, table: str) -> int:
         """The latest version of ``table`` as delta-spark sees it (works for any location Spark can read)."""
