@@ -4,9 +4,10 @@
                             [--nproc 2] [--set train.epochs=3 ...] [--airflow-home ./.airflow] [--verbose]
 
 1. Generates the seeded synthetic event log of the preset (``jobs.generate_synthetic``) into the lakehouse.
-2. Prepares a local Airflow: ``AIRFLOW_HOME`` in the project (``.airflow/``, SQLite metadata database made by
-   ``airflow db migrate``), the DAGs folder ``airflow_dags/``, no example DAGs, and the Spark connection
-   ``ctr_spark`` = ``local[*]`` (unless ``AIRFLOW_CONN_CTR_SPARK`` is already set).
+2. Prepares a local Airflow (while step 1 runs): ``AIRFLOW_HOME`` in the project (``.airflow/``, SQLite metadata
+   database made by ``airflow db migrate``, its output in ``logs/pipeline/<stamp>.db.log``), the DAGs folder
+   ``airflow_dags/``, no example DAGs, and the Spark connection ``ctr_spark`` = ``local[*]`` (unless
+   ``AIRFLOW_CONN_CTR_SPARK`` is already set).
 3. Runs ``ctr_features`` once for all the generated days (a catch-up run, ``{"until": LAST_DAY}``: each task is
    one spark-submit of its job, which processes the days in order), then ``ctr_training`` once per model with
    ``{"model": M, "nproc": N, ...}``: torchrun on N CPU ranks, then the evaluation task. Runs go through
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +259,8 @@ def main(argv: list[str] | None = None, *, extra_env: dict[str, str] | None = No
         print("pipeline: note: the lakehouse already holds features; its days are rebuilt with the same rows, but "
               "the append-only vocabulary keeps the indices it assigned (use a fresh --lakehouse for another preset "
               "or seed)", file=sys.stderr)
+    # Airflow's database is made while the log is generated (independent work: a few seconds off the command)
+    migration = ThreadPoolExecutor(max_workers=1).submit(migrate_airflow_db, env, log_path.with_suffix(".db.log"))
     try:
         if not args.skip_generate:
             step = time.perf_counter()
@@ -268,7 +272,7 @@ def main(argv: list[str] | None = None, *, extra_env: dict[str, str] | None = No
                 raise PipelineError(f"generating the synthetic log failed (exit {status}); see {log_path}")
             print(f"  {'generate_synthetic':<26} {'raw/*':<16} {'success':<8} {time.perf_counter() - step:7.1f} s",
                   flush=True)
-        migrate_airflow_db(env, log_path)
+        migration.result()
         # one catch-up run for all the days: each job is one spark-submit that runs its days in order
         runs: list[dict[str, Any]] = [
             {"dag_id": "ctr_features", "logical_date": days[0].isoformat(), "label": f"ctr_features {days[0]}..",
