@@ -112,6 +112,9 @@ class SamplesConfig(JobConfig):
     seed: int = 0
     output_files: int = Field(default=4, ge=1, description="files (row groups) per day of features/samples; "
                               "the trainer needs at least one per rank")
+    broadcast_lookups: bool = Field(default=True, description="join the item and user indices by broadcast, which "
+                                    "keeps the per-user stream on its one shuffle (each must fit in the driver's and "
+                                    "every executor's memory); false: by shuffle, the same rows")
 
     @model_validator(mode="after")
     def _sets_fit(self) -> SamplesConfig:
@@ -229,16 +232,13 @@ def build_day(
     catalogue_size: int,
     ds: dt.date,
     cfg: SamplesConfig,
-    broadcast_lookups: bool = True,
 ) -> SamplesDay:
     """Samples of day ``ds`` and the state at its end.
 
     ``events``: ``features/events_clean`` rows of ``ds`` (other event types than impression and click are
     ignored); ``state_before``: ``features/user_state`` at the previous processed day (empty on the first);
     ``items``/``users``: :func:`item_index` / :func:`user_index`; ``catalogue_size``: the number of item indices
-    (>= 2, the item vocabulary's ``max(idx) - 1``) the fallback sampler draws from; ``broadcast_lookups``: join
-    ``items`` and ``users`` by broadcast (they must fit in memory), which keeps the per-user stream where it is;
-    else by shuffle (the same rows, more shuffles).
+    (>= 2, the item vocabulary's ``max(idx) - 1``) the fallback sampler draws from.
 
     How: every row of the day's users (their state's clicks and exposures, the day's impressions and clicks) goes
     into one stream, shuffled once by user. Each step below is a window whose partition starts with ``user_id``,
@@ -248,8 +248,8 @@ def build_day(
     if catalogue_size < 2:
         raise ValueError(f"the item vocabulary has {catalogue_size} item(s); sampling a negative needs at least 2")
     L, K = cfg.hist_len, cfg.exposure_candidates
-    lookup_items = F.broadcast(items) if broadcast_lookups else items
-    lookup_users = F.broadcast(users) if broadcast_lookups else users
+    lookup_items = F.broadcast(items) if cfg.broadcast_lookups else items
+    lookup_users = F.broadcast(users) if cfg.broadcast_lookups else users
     no_time, no_text, no_int = (F.lit(None).cast(t) for t in (TimestampType(), StringType(), IntegerType()))
 
     # The stream: the state of the users active today (others are carried over unchanged below) and today's events.
