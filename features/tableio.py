@@ -386,10 +386,24 @@ class Lakehouse:
             raise
 
     def spark_version(self, spark: SparkSession, table: str) -> int:
-        """The latest version of ``table`` as delta-spark sees it (works for any location Spark can read)."""
-        from delta.tables import DeltaTable as SparkDeltaTable
+        """The latest version of ``table`` as delta-spark sees it (works for any location Spark can read).
 
-        return SparkDeltaTable.forPath(spark, self.path(table)).history(1).select("version").first()[0]
+        Asks the table's ``DeltaLog`` in the JVM to update, which lists ``_delta_log`` (a few milliseconds); jobs
+        ask this before every read and after every write. Where that internal Delta API is missing (another Delta
+        release), a history query answers instead: the same number, but a Spark job of about 0.2 s.
+        """
+        from py4j.protocol import Py4JError
+
+        location = self.path(table)
+        try:
+            version = _delta_log_version(spark, location)
+        except (Py4JError, AttributeError):  # AttributeError: a session without a JVM gateway (Spark Connect)
+            from delta.tables import DeltaTable as SparkDeltaTable
+
+            return SparkDeltaTable.forPath(spark, location).history(1).select("version").first()[0]
+        if version < 0:
+            raise TableNotFoundError(f"no Delta table {table!r} at {location}")
+        return version
 
     def write(
         self,
@@ -501,3 +515,11 @@ class Lakehouse:
                 continue
             quoted = location.replace("`", "``")
             spark.sql(f"ALTER TABLE delta.`{quoted}` ADD CONSTRAINT {name} CHECK ({expression})")
+
+
+def _delta_log_version(spark: SparkSession, location: str) -> int:
+    """The latest version of the Delta table at ``location`` from delta-spark's ``DeltaLog`` (-1: no table)."""
+    jvm = spark._jvm
+    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, location)
+    none = jvm.scala.Option.empty()
+    return int(log.update(False, none, none).version())  # update(stalenessAcceptable, checkIfUpdatedSinceTs, table)

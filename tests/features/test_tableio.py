@@ -114,6 +114,28 @@ def test_spark_write_is_read_by_deltalake_and_polars_at_the_same_version(spark, 
     assert polars_v0["hist"].to_list() == [[1, 2], [1, 2]]
 
 
+def test_spark_version_sees_both_writers_commits_and_falls_back_to_the_history(spark, lakehouse, monkeypatch,
+                                                                                tmp_path):
+    from py4j.protocol import Py4JError
+
+    import features.tableio as tableio
+
+    assert lakehouse.write(spark_df(spark, rows(D1, ["a"])), "t/sv", mode="append", partition_by=["ds"]) == 0
+    assert lakehouse.spark_version(spark, "t/sv") == 0
+    lakehouse.write_arrow(arrow_table(rows(D2, ["b"])), "t/sv", partition_by=["ds"])  # a delta-rs commit
+    assert lakehouse.spark_version(spark, "t/sv") == lakehouse.version("t/sv") == 1
+    with pytest.raises(TableNotFoundError, match="no Delta table 'nope'"):
+        lakehouse.spark_version(spark, "nope")
+    assert not Path(lakehouse.path("nope")).exists()
+
+    def missing(*_args):
+        raise Py4JError("org.apache.spark.sql.delta.DeltaLog.forTable does not exist in the JVM")
+
+    monkeypatch.setattr(tableio, "_delta_log_version", missing)  # another Delta release: the history answers
+    lakehouse.write_arrow(arrow_table(rows(D2, ["c"])), "t/sv", partition_by=["ds"])
+    assert lakehouse.spark_version(spark, "t/sv") == 2
+
+
 def test_deltalake_write_is_read_by_spark(spark, lakehouse):
     lakehouse.write_arrow(arrow_table(rows(D1, ["a", "b"], label=1)), "t/y", partition_by=["ds"])
     expected = spark_df(spark, rows(D1, ["a", "b"], label=1))
