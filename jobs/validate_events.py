@@ -40,6 +40,10 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
                           click_window_seconds=cfg.click_window_seconds, previous_impressions=previous)
     variants = result.variants.persist()
     try:
+        # counted first: this materialises the cache, which both writes then read. (After the clean write, Delta
+        # re-caches every frame that reads events_clean, as this one does for the day before: counting then would
+        # compute the validation a third time.)
+        duplicates = variants.agg(F.coalesce(F.sum(F.col("copies") - 1), F.lit(0))).first()[0]
         # the columns of features.schemas.QUARANTINE
         quarantine = result.rejected.select(F.lit(ds).alias("ds"), F.lit(args.job).alias("job"),
                                             F.lit(args.run_id).alias("run_id"), "reason", "event_id", "raw_row")
@@ -47,7 +51,7 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
                              mode="overwrite", replace_ds=[ds], replace_match={"job": args.job}, partition_by=["ds"])
         clean_version = lh.write(result.clean, "features/events_clean", mode="overwrite", replace_ds=[ds],
                                  partition_by=["ds"], constraints=CLEAN_CONSTRAINTS)
-        counts = _counts(spark, args, raw, variants, clean_version, q_version)
+        counts = _counts(spark, args, raw, duplicates, clean_version, q_version)
     finally:
         variants.unpersist()
     return jobkit.JobOutcome(inputs={"raw/events": raw_version}, counts=counts,
@@ -61,7 +65,7 @@ CLEAN_CONSTRAINTS = {
 }
 
 
-def _counts(spark, args, raw, variants, clean_version: int, q_version: int) -> dict[str, int]:
+def _counts(spark, args, raw, duplicates: int, clean_version: int, q_version: int) -> dict[str, int]:
     """Counts read back from the written tables, and the invariant rows in = clean + quarantined + duplicates."""
     lh, ds = args.lakehouse, args.ds
     rows_in = raw.count()
@@ -70,7 +74,6 @@ def _counts(spark, args, raw, variants, clean_version: int, q_version: int) -> d
         (F.col("ds") == F.lit(ds)) & (F.col("job") == args.job))
     per_reason = {row["reason"]: row["count"] for row in slice_.groupBy("reason").count().collect()}
     quarantined = sum(per_reason.values())
-    duplicates = variants.agg(F.coalesce(F.sum(F.col("copies") - 1), F.lit(0))).first()[0]
     if rows_in != clean + quarantined + duplicates:
         raise RuntimeError(f"invariant broken for {ds}: rows in {rows_in} != clean {clean} + quarantined "
                            f"{quarantined} + duplicates dropped {duplicates}")
