@@ -51,7 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"generate": ["--users", "60", "--items", "800", "--days", "3", "--corrupt-fraction", "0.001"],
              "train": ["train.epochs=1", "data.batch_size=128", "data.eval_batch_size=512"],
              "spark_conf": SMALL_DAYS_SPARK_CONF},
-    # the default: about 5.5 minutes on a quiet 2-core machine, end to end (BENCHMARKS.md)
+    # the default: about 4.5 minutes on a quiet 2-core machine, end to end (BENCHMARKS.md)
     "small": {"generate": ["--users", "1000", "--items", "3000", "--days", "4", "--corrupt-fraction", "0.001"],
               "train": ["train.epochs=2", "data.batch_size=512"],
               "spark_conf": SMALL_DAYS_SPARK_CONF},
