@@ -313,7 +313,7 @@ def build_day(
     rows = rows.withColumn("neg_item_id", F.when(
         is_today_click, _negative_item(candidates, cfg.negative_window_seconds, cfg.click_window_seconds)).otherwise(
         F.col("neg_item_id")))
-    sampled = F.when(is_today_click & F.col("neg_item_id").isNull(), _fallback_draw(catalogue_size, cfg.seed))
+    sampled = F.when(is_today_click, _sampled_negative(catalogue_size, cfg.seed))
     rows = rows.withColumn("sampled_idx", sampled).withColumn("neg_is_sampled", F.when(
         is_today_click, F.col("sampled_idx").isNotNull().cast("int")).otherwise(F.col("neg_is_sampled")))
     by_index = lookup_items.where(F.col("item_idx") >= 2).select(F.col("item_idx").alias("sampled_idx"),
@@ -397,22 +397,18 @@ def _negative_item(candidates: Column, window_seconds: int, request_window_secon
     return F.array_min(F.transform(F.filter(candidates, qualifies), key))["item_id"]
 
 
-def _sample_fallback(clicks: DataFrame, catalogue_size: int, seed: int) -> DataFrame:
-    """Fill a missing negative with a catalogue item drawn by hash(seed, click id), skipping the clicked item.
+def _sampled_negative(catalogue_size: int, seed: int) -> Column:
+    """For a click row without an exposure negative (``neg_item_id`` null): the catalogue index drawn by hash(seed,
+    ``event_id``), never the clicked item's ``item_idx``; null when the row has a negative.
 
     Indices 2 .. catalogue_size + 1 are the catalogue; with the clicked item known (idx >= 2) one of them is
-    excluded, so the draw is uniform over the remaining ones. Returns ``neg_item_id`` (raw) and ``neg_is_sampled``.
+    excluded, so the draw is uniform over the remaining ones.
     """
-    return clicks.withColumn("sampled_idx", F.when(F.col("neg_item_id").isNull(), _fallback_draw(
-        catalogue_size, seed))).withColumn("neg_is_sampled", F.col("sampled_idx").isNotNull().cast("int"))
-
-
-def _fallback_draw(catalogue_size: int, seed: int) -> Column:
-    """The catalogue index :func:`_sample_fallback` draws for the row's click (``event_id``, ``item_idx``)."""
     known = F.col("item_idx") >= 2
     choices = F.when(known, F.lit(catalogue_size - 1)).otherwise(F.lit(catalogue_size))
     draw = F.pmod(F.xxhash64(F.lit(seed), F.col("event_id")), choices.cast(LongType())) + 2
-    return F.when(known & (draw >= F.col("item_idx")), draw + 1).otherwise(draw)
+    drawn = F.when(known & (draw >= F.col("item_idx")), draw + 1).otherwise(draw)
+    return F.when(F.col("neg_item_id").isNull(), drawn)
 
 
 def _context(probes: DataFrame, size: int) -> DataFrame:

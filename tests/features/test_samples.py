@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from features.samples import (
     USER_STATE,
     SamplesConfig,
-    _sample_fallback,
+    _sampled_negative,
     build_day,
     item_index,
     previous_state_day,
@@ -195,6 +195,12 @@ def test_state_carries_last_clicks_and_recent_exposures(spark, days):
     assert state2 == {"u1": [("e203", "f", 0), ("e205", "g", 1), ("e208", "i", 0)],
                       "u2": [("e302", "x", 1), ("e305", "z", 1)], "u4": [("e403", "p", 0)]}
     assert days["state2"].where(F.size("exposures") > 0).isEmpty()
+
+
+def _sample_fallback(clicks, catalogue_size: int, seed: int):
+    """What build_day does for today's clicks: the drawn index, and the flag of a sampled negative."""
+    return clicks.withColumn("sampled_idx", _sampled_negative(catalogue_size, seed)).withColumn(
+        "neg_is_sampled", F.col("sampled_idx").isNotNull().cast("int"))
 
 
 def test_sampled_negatives_are_seeded_uniform_and_never_the_clicked_item(spark):
