@@ -27,8 +27,9 @@ K = ``exposure_candidates``):
   ``click_window_seconds`` before the click), otherwise the most recent one at most ``negative_window_seconds``
   before the click. With none, an item drawn from the catalogue (the item vocabulary as
   of the click's day) by a hash of (``seed``, click event id), never the clicked item: ``neg_is_sampled`` = 1.
-* **ctx_***: the other items of the impression's request (the page shown together, so same time, labels not
-  used), by position then event id, distinct items, the target's item excluded, at most n.
+* **ctx_***: the other items of the impression's request (the page shown to the user together, so same time,
+  labels not used; a request id is one user's page), by position then event id, distinct items, the target's item
+  excluded, at most n.
 * **clk_***: the last n clicks of ``hist`` at most ``lookback_seconds`` before the impression, most recent first.
 * **unclk_***: the user's exposures among the last K before the impression, at most ``lookback_seconds`` before it
   and unclicked at its time, most recent first, at most n.
@@ -241,9 +242,12 @@ def build_day(
     (>= 2, the item vocabulary's ``max(idx) - 1``) the fallback sampler draws from.
 
     How: every row of the day's users (their state's clicks and exposures, the day's impressions and clicks) goes
-    into one stream, shuffled once by user. Each step below is a window whose partition starts with ``user_id``,
-    so they all run on that one shuffle. A step over one kind of row partitions on a kind flag (row frames) or
-    orders by a key that is null on the other kinds (``max_by`` skips rows whose key is null).
+    into one stream, shuffled once by user; each step is a window whose partition starts with ``user_id``, so they
+    all run on that one shuffle. The K-exposure and L-click lists come from range frames over running ordinals
+    (one list per row, used in the same step and dropped), so rows never carry arrays of K or L structs from one
+    sort to the next, and what the job persists for its three outputs holds no such arrays either (a 10M-event
+    day needs no spill: :mod:`benchmarks.feature_jobs`). Each impression also enters as a probe row, placed in
+    those frames just after the events strictly before it.
     """
     if catalogue_size < 2:
         raise ValueError(f"the item vocabulary has {catalogue_size} item(s); sampling a negative needs at least 2")
@@ -268,15 +272,13 @@ def build_day(
         "c.neg_is_sampled")
     kind = F.col("kind")
     rows = (day.unionByName(prior_exposures).unionByName(prior_clicks).repartition("user_id")
+            .withColumn("_us", F.unix_micros("event_time"))
             .withColumn("_exp", kind.isin(_PRIOR_EXPOSURE, _IMPRESSION))
             .withColumn("_clk", kind.isin(_PRIOR_CLICK, _CLICK_TODAY))
             .join(lookup_items, on="item_id", how="left").fillna(UNKNOWN_IDX, list(ITEM_INDEX_COLUMNS)))
     is_exposure, is_click, is_today_click = F.col("_exp"), F.col("_clk"), kind == _CLICK_TODAY
-    micros = F.unix_micros("event_time")
+    micros = F.col("_us")
     sequence_key = F.struct(micros.alias("t"), F.col("event_id").alias("id"))  # the (event_time, event_id) order
-    by_user = Window.partitionBy("user_id").orderBy(micros)
-    at_or_before = by_user.rangeBetween(Window.unboundedPreceding, 0)
-    strictly_before = by_user.rangeBetween(Window.unboundedPreceding, -1)  # ties at the same time are not before
 
     # 1. Attribution. A click with a request: every exposure of the same user, item and request.
     request_click = is_today_click & F.col("request_id").isNotNull()
@@ -302,17 +304,57 @@ def build_day(
         "attributed", F.when(late == 1, "late").when(late == 0, "today")).drop(
         "_request_click_time", "_request_late", "_loose", "_link", "_loose_click_time")
 
-    # 2. The last K exposures up to each exposure (inclusive), as an array carried by that exposure's row.
+    # 2. Ordinals in the user's (time, kind, event id) order, where exposures precede the clicks of the same
+    # microsecond: an exposure's or click's own position among its kind, how many exposures are at or before a
+    # click, and how many exposures and clicks are strictly earlier in time than an impression.
+    in_order = Window.partitionBy("user_id").orderBy(micros, kind, "event_id").rowsBetween(
+        Window.unboundedPreceding, Window.currentRow)
+    earlier = Window.partitionBy("user_id").orderBy(micros).rangeBetween(Window.unboundedPreceding, -1)
+    whole = Window.partitionBy("user_id")
+    rows = rows.select(
+        "*", F.count(F.when(is_exposure, 1)).over(in_order).alias("_exp_upto"),
+        F.count(F.when(is_click, 1)).over(in_order).alias("_clk_upto"),
+        F.count(F.when(is_exposure, 1)).over(earlier).alias("_exp_before"),
+        F.count(F.when(is_click, 1)).over(earlier).alias("_clk_before"),
+        F.count(F.when(is_exposure, 1)).over(whole).alias("_exp_total"))
+    # Each impression is also a probe: a copy that looks up its sets (an exposure itself, it must not see itself).
+    roles = F.when(kind == _IMPRESSION, F.array(F.lit(False), F.lit(True))).otherwise(F.array(F.lit(False)))
+    rows = rows.withColumn("_probe", F.explode(roles)).withColumn("_exp", is_exposure & ~F.col("_probe"))
+    is_probe = F.col("_probe")
+
+    # 3. The probe's request page: the first ctx_size + 1 distinct items of the user's request, by position, event id.
+    in_request = ["user_id", "_probe", "request_id"]
+    shown_at = (F.coalesce("position", F.lit(2**31 - 1)), F.col("event_id"))
+    paged = is_probe & F.col("request_id").isNotNull()
+    rows = rows.withColumn("_first", paged & (F.row_number().over(
+        Window.partitionBy(*in_request, "item_id").orderBy(*shown_at)) == 1))
+    rows = rows.withColumn("_rank", F.when(F.col("_first"), F.row_number().over(
+        Window.partitionBy(*in_request, "_first").orderBy(*shown_at))))
+    entry = F.when(F.col("_rank") <= cfg.ctx_size + 1, F.struct(F.col("_rank").alias("rank"), "item_id", "item_idx",
+                                                                  "cate_idx"))
+    rows = rows.withColumn("_page", F.when(paged, F.array_sort(F.collect_list(entry).over(
+        Window.partitionBy(*in_request))))).drop("_first", "_rank")
+
+    # 4. Exposure lists in one range frame over the exposure ordinals (x2: exposures on even values, clicks and
+    # probes on odd ones in between): an exposure sees the last K exposures up to itself, a click the last K at or
+    # before its time, a probe the last K strictly before its time.
+    rows = rows.withColumn("_x", F.when(is_probe, 2 * F.col("_exp_before") + 1).when(
+        is_exposure, 2 * F.col("_exp_upto")).otherwise(2 * F.col("_exp_upto") + 1))
     exposure_struct = F.struct("event_time", "event_id", "item_id", "request_id", "position", "clicked_at",
                                "item_idx", "cate_idx")
-    rows = rows.withColumn("recent", F.when(is_exposure, F.collect_list(exposure_struct).over(
-        Window.partitionBy("user_id", "_exp").orderBy("event_time", "event_id").rowsBetween(-(K - 1), 0))))
-
-    # 3. Negatives of today's clicks: the best candidate among the last K exposures at or before the click.
-    candidates = F.max_by("recent", F.when(is_exposure, sequence_key)).over(at_or_before)
-    rows = rows.withColumn("neg_item_id", F.when(
-        is_today_click, _negative_item(candidates, cfg.negative_window_seconds, cfg.click_window_seconds)).otherwise(
-        F.col("neg_item_id")))
+    rows = rows.withColumn("_listed", F.collect_list(F.when(is_exposure, exposure_struct)).over(
+        Window.partitionBy("user_id").orderBy("_x").rangeBetween(-(2 * K - 1), 0)))
+    tau = F.col("event_time")
+    lookback = tau - F.expr(f"INTERVAL {cfg.lookback_seconds} SECONDS")
+    unclk = F.slice(F.reverse(F.filter("_listed", lambda e: (e["event_time"] < tau) & (e["event_time"] >= lookback) & (
+        e["clicked_at"].isNull() | (e["clicked_at"] >= tau)))), 1, cfg.unclk_size)
+    # negatives of today's clicks: the best candidate among the last K exposures at or before the click
+    rows = rows.select(
+        "*", F.when(is_probe, unclk).alias("_unclk"),
+        F.when(is_exposure & (F.col("_exp_upto") == F.col("_exp_total")), F.col("_listed")).alias("_last_exposures"),
+        F.when(is_today_click, _negative_item(F.col("_listed"), cfg.negative_window_seconds,
+                                              cfg.click_window_seconds)).alias("_neg")).withColumn(
+        "neg_item_id", F.when(is_today_click, F.col("_neg")).otherwise(F.col("neg_item_id"))).drop("_listed", "_neg")
     sampled = F.when(is_today_click, _sampled_negative(catalogue_size, cfg.seed))
     rows = rows.withColumn("sampled_idx", sampled).withColumn("neg_is_sampled", F.when(
         is_today_click, F.col("sampled_idx").isNotNull().cast("int")).otherwise(F.col("neg_is_sampled")))
@@ -323,35 +365,32 @@ def build_day(
     rows = (rows.join(by_index, on="sampled_idx", how="left")
             .withColumn("neg_item_id", F.coalesce("neg_item_id", "sampled_id")).drop("sampled_idx", "sampled_id")
             .join(neg_index, on="neg_item_id", how="left").fillna(UNKNOWN_IDX, ["neg_item_idx", "neg_cate_idx"]))
+    # What the samples, the state and the counts read (the job persists it): probes, clicks, each user's last
+    # exposure (with its list); the other exposures have given what they had to give.
+    kept = rows.where(is_probe | is_click | F.col("_last_exposures").isNotNull()).select(
+        "user_id", "kind", "event_time", "event_id", "item_id", "request_id", "position", "clicked_at", "_us", "_clk",
+        "_probe", "_clk_upto", "_clk_before", "item_idx", "cate_idx", "shop_idx", "brand_idx", "neg_item_id",
+        "neg_is_sampled", "neg_item_idx", "neg_cate_idx", "attributed", "_page", "_unclk", "_last_exposures")
 
-    # 4. The last L clicks up to each click (inclusive), with indices, as an array carried by the click's row.
+    # 5. Click histories, the same way over the click ordinals: a probe sees the last L clicks strictly before it.
     click_struct = F.struct("event_time", "event_id", "item_id", "neg_item_id", "neg_is_sampled", "item_idx",
                             "cate_idx", "neg_item_idx", "neg_cate_idx")
-    rows = rows.withColumn("history", F.when(is_click, F.collect_list(click_struct).over(
-        Window.partitionBy("user_id", "_clk").orderBy("event_time", "event_id").rowsBetween(-(L - 1), 0))))
-
-    # 5. Each impression takes the latest history and exposure list strictly before it.
-    is_impression = kind == _IMPRESSION
-    rows = rows.select(
-        "*", F.when(is_impression, F.max_by("history", F.when(is_click, sequence_key)).over(strictly_before)).alias(
-            "hist"),
-        F.when(is_impression, F.max_by("recent", F.when(is_exposure, sequence_key)).over(strictly_before)).alias(
-            "seen"))
-    probes = rows.where(is_impression).select(
-        "user_id", "event_time", "event_id", "item_id", "request_id", "position", "item_idx", "cate_idx",
-        "shop_idx", "brand_idx", F.col("clicked_at").isNotNull().cast("int").alias("label"), "hist", "seen")
-    samples = _assemble(probes, _context(probes, cfg.ctx_size), lookup_users, ds, cfg)
+    probes = kept.withColumn("_y", F.when(F.col("_probe"), 2 * F.col("_clk_before") + 1).when(
+        F.col("_clk"), 2 * F.col("_clk_upto")).otherwise(2 * F.col("_clk_upto") + 1)).withColumn(
+        "hist", F.collect_list(F.when(F.col("_clk"), click_struct)).over(
+            Window.partitionBy("user_id").orderBy("_y").rangeBetween(-(2 * L - 1), 0))).where(F.col("_probe"))
+    samples = _assemble(probes, lookup_users, ds, cfg)
 
     # 6. The state at the end of the day: active users' last L clicks and K exposures, others carried over.
     horizon = F.lit(dt.datetime.combine(ds + dt.timedelta(days=1), dt.time())) - F.expr(
         f"INTERVAL {cfg.state_retention_seconds()} SECONDS")
     clicks_type, exposures_type = ArrayType(CLICK_STRUCT), ArrayType(EXPOSURE_STRUCT)
-    updated = rows.groupBy("user_id").agg(
-        F.max_by("history", F.when(is_click, sequence_key)).alias("history"),
-        F.max_by("recent", F.when(is_exposure, sequence_key)).alias("recent")).select(
+    state_click = F.struct(*CLICK_STRUCT.fieldNames())  # its fields in time, event id order: array_sort sorts by them
+    updated = kept.where(~F.col("_probe")).groupBy("user_id").agg(
+        F.array_sort(F.collect_list(F.when(F.col("_clk"), state_click))).alias("all_clicks"),
+        F.first("_last_exposures", ignorenulls=True).alias("recent")).select(
         "user_id",
-        F.coalesce(F.transform("history", lambda c: F.struct(*[c[n] for n in CLICK_STRUCT.fieldNames()])),
-                   F.array().cast(clicks_type)).alias("clicks"),
+        F.slice("all_clicks", F.greatest(F.size("all_clicks") - L + 1, F.lit(1)), L).cast(clicks_type).alias("clicks"),
         F.coalesce(F.transform("recent", lambda e: F.struct(*[e[n] for n in EXPOSURE_STRUCT.fieldNames()])),
                    F.array().cast(exposures_type)).alias("exposures"),
     )
@@ -360,10 +399,10 @@ def build_day(
         "user_id", "clicks", F.filter("exposures", lambda e: e["event_time"] >= horizon).alias("exposures"),
         F.lit(ds).alias("ds"),
     ).where((F.size("clicks") > 0) | (F.size("exposures") > 0))
-    clicks_today = rows.where(is_today_click).select(
+    clicks_today = kept.where(is_today_click).select(
         "user_id", "item_id", "event_time", "event_id", "neg_item_id", "neg_is_sampled", "attributed")
     return SamplesDay(samples=conform(samples, SAMPLES), state=conform(new_state, USER_STATE), clicks=clicks_today,
-                      shared=(events, items, rows))
+                      shared=(events, items, kept))
 
 
 def _negative_item(candidates: Column, window_seconds: int, request_window_seconds: int) -> Column:
@@ -411,35 +450,22 @@ def _sampled_negative(catalogue_size: int, seed: int) -> Column:
     return F.when(F.col("neg_item_id").isNull(), drawn)
 
 
-def _context(probes: DataFrame, size: int) -> DataFrame:
-    """``request_id, page``: the first ``size + 1`` distinct items of each request (by position, event id)."""
-    first = probes.where(F.col("request_id").isNotNull()).groupBy("request_id", "item_id").agg(
-        F.min(F.struct(F.coalesce("position", F.lit(2**31 - 1)).alias("p"), F.col("event_id").alias("e"),
-                       F.col("item_idx").alias("item_idx"), F.col("cate_idx").alias("cate_idx"))).alias("at"))
-    order = Window.partitionBy("request_id").orderBy("at").rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    ranked = first.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= size + 1)
-    return ranked.groupBy("request_id").agg(
-        F.array_sort(F.collect_list(F.struct("rank", "item_id", "at.item_idx", "at.cate_idx"))).alias("page"))
-
-
 def _padded(values: Column, size: int) -> Column:
     """``values`` (array<long>, at most ``size``) right-padded with 0 to exactly ``size``."""
     return F.concat(values, F.array_repeat(F.lit(0).cast(LongType()), F.lit(size) - F.size(values)))
 
 
-def _assemble(asof: DataFrame, pages: DataFrame, users: DataFrame, ds: dt.date, cfg: SamplesConfig) -> DataFrame:
+def _assemble(probes: DataFrame, users: DataFrame, ds: dt.date, cfg: SamplesConfig) -> DataFrame:
+    """The samples' columns from the probes (``hist``: last L clicks before; ``_unclk``: the unclicked set;
+    ``_page``: the request's first items)."""
     L, tau = cfg.hist_len, F.col("event_time")
     lookback = tau - F.expr(f"INTERVAL {cfg.lookback_seconds} SECONDS")
-    hist = F.coalesce(F.col("hist"), F.array().cast(asof.schema["hist"].dataType))
-    seen = F.coalesce(F.col("seen"), F.array().cast(asof.schema["seen"].dataType))
+    hist = F.coalesce(F.col("hist"), F.array().cast(probes.schema["hist"].dataType))
     clk = F.slice(F.reverse(F.filter(hist, lambda c: c["event_time"] >= lookback)), 1, cfg.clk_size)
-    unclk = F.slice(F.reverse(F.filter(seen, lambda e: (e["event_time"] < tau) & (e["event_time"] >= lookback) & (
-        e["clicked_at"].isNull() | (e["clicked_at"] >= tau)))), 1, cfg.unclk_size)
-    joined = asof.join(pages, on="request_id", how="left")
-    page = F.coalesce(F.col("page"), F.array().cast(joined.schema["page"].dataType))
+    page = F.coalesce(F.col("_page"), F.array().cast(probes.schema["_page"].dataType))
     ctx = F.slice(F.filter(page, lambda p: p["item_id"] != F.col("item_id")), 1, cfg.ctx_size)
-    withsets = joined.select(
-        "*", hist.alias("h"), clk.alias("k"), unclk.alias("u"), ctx.alias("x"))
+    unclk = F.coalesce(F.col("_unclk"), F.array().cast(probes.schema["_unclk"].dataType))
+    withsets = probes.select("*", hist.alias("h"), clk.alias("k"), unclk.alias("u"), ctx.alias("x"))
 
     def seq(prefix: str, arr: str, size: int, item: str = "item_idx", cate: str = "cate_idx") -> list[Column]:
         return [_padded(F.transform(arr, lambda v: v[item]), size).alias(f"{prefix}_item_idx"),
@@ -449,8 +475,9 @@ def _assemble(asof: DataFrame, pages: DataFrame, users: DataFrame, ds: dt.date, 
     flags = F.concat(F.transform("h", lambda v: v["neg_is_sampled"]),
                      F.array_repeat(F.lit(0), F.lit(L) - F.size("h")))
     out = withsets.select(
-        F.col("event_id").alias("sample_id"), "event_time", "label", F.coalesce("position", F.lit(0)).alias(
-            "position"), "user_id", "item_idx", "cate_idx", "shop_idx", "brand_idx",
+        F.col("event_id").alias("sample_id"), "event_time", F.col("clicked_at").isNotNull().cast("int").alias("label"),
+        F.coalesce("position", F.lit(0)).alias("position"), "user_id", "item_idx", "cate_idx", "shop_idx",
+        "brand_idx",
         *seq("hist", "h", L),
         _padded(F.transform("h", lambda v: v["neg_item_idx"]), L).alias("neg_item_idx"),
         _padded(F.transform("h", lambda v: v["neg_cate_idx"]), L).alias("neg_cate_idx"),

@@ -167,6 +167,18 @@ def test_dstn_sets(days, sample_id, ctx, clk, unclk):
         assert got == (items, cates, len(expected)), prefix
 
 
+def test_context_is_the_users_own_request(spark, lookups):
+    # a request id is one user's page: u2's r1 (a reused id) shows only c, so c's context is empty, and u1's a sees
+    # only b, never c (by position c would come first)
+    items, users = lookups
+    log = [ev("x1", "u1", "a", "imp", D1, "09:00:00", "r1", 2), ev("x2", "u1", "b", "imp", D1, "09:00:00", "r1", 3),
+           ev("x3", "u2", "c", "imp", D1, "09:00:00", "r1", 1)]
+    day = build_day(spark.createDataFrame(log, RAW_EVENTS), spark.createDataFrame([], USER_STATE), items, users,
+                    catalogue_size=CATALOGUE, ds=D1, cfg=CFG)
+    got = {r["sample_id"]: (r["ctx_item_idx"], r["ctx_len"]) for r in day.samples.collect()}
+    assert got == {"x1": (seq(["b"], 2)[0], 1), "x2": (seq(["a"], 2)[0], 1), "x3": ([0, 0], 0)}
+
+
 def test_target_ids_and_unknowns(days):
     row = days["by_id"]["e210"]
     assert (row["item_idx"], row["cate_idx"], row["shop_idx"], row["user_idx"], row["gender_idx"]) == (1, 1, 1, 2, 2)
