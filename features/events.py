@@ -83,9 +83,12 @@ def clean_events(
     ``now`` is naive UTC (the session time zone is UTC). ``previous_impressions`` (clean events of the day
     before, optional) lets a click just after midnight find its impression.
     """
-    variants = raw.select(*CLEAN_COLUMNS).groupBy(*CLEAN_COLUMNS).agg(F.count(F.lit(1)).alias("copies"))
-    by_event_id = Window.partitionBy("event_id").rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    variants = variants.withColumn("n_variants", F.count(F.lit(1)).over(by_event_id))
+    # Every copy of an event id in one task: the grouping by all columns (exact duplicates) and the window over
+    # event_id (conflicting variants) need no shuffle of their own, since a hash partitioning on event_id
+    # satisfies both.
+    variants = (raw.select(*CLEAN_COLUMNS).repartition("event_id").groupBy(*CLEAN_COLUMNS)
+                .agg(F.count(F.lit(1)).alias("copies")))
+    variants = variants.withColumn("n_variants", F.count(F.lit(1)).over(Window.partitionBy("event_id")))
 
     row_reason = (
         F.when(_blank("event_id"), "missing_event_id")
@@ -98,42 +101,30 @@ def clean_events(
         .when(F.col("position") < 1, "invalid_position")
         .when(F.col("n_variants") > 1, "conflicting_duplicate_id")
     )
-    reasoned = variants.withColumn("reason", row_reason)
-
-    impressions = reasoned.where(F.col("reason").isNull() & (F.col("event_type") == "impression")).select(
-        "user_id", "item_id", "request_id", "event_time"
-    )
+    stream = variants.withColumn("reason", row_reason).withColumn("_today", F.lit(True))
     if previous_impressions is not None:
-        impressions = impressions.unionByName(
+        stream = stream.unionByName(
             previous_impressions.where(F.col("event_type") == "impression").select(
-                "user_id", "item_id", "request_id", "event_time"
-            )
+                *CLEAN_COLUMNS, F.lit(False).alias("_today")),
+            allowMissingColumns=True,
         )
-    clicks = reasoned.where(F.col("reason").isNull() & (F.col("event_type") == "click")).select(
-        "event_id", "user_id", "item_id", "request_id", "event_time"
-    )
-    i = impressions.alias("i")
-    c = clicks.alias("c")
-    in_request = F.col("c.request_id").isNotNull() & (F.col("i.request_id") == F.col("c.request_id"))
-    in_window = F.col("c.request_id").isNull() & F.col("i.event_time").between(
-        F.col("c.event_time") - F.expr(f"INTERVAL {int(click_window_seconds)} SECONDS"), F.col("c.event_time")
-    )
-    matched = (
-        c.join(
-            i,
-            on=(F.col("c.user_id") == F.col("i.user_id")) & (F.col("c.item_id") == F.col("i.item_id"))
-            & (in_request | in_window),
-            how="left_semi",
-        )
-        .select(F.col("event_id").alias("matched_click_id"))
-    )
-    reasoned = reasoned.join(matched, on=F.col("event_id") == F.col("matched_click_id"), how="left").select(
-        *CLEAN_COLUMNS,
-        "copies",
+
+    # Orphan clicks, as windows over one shuffle by user (the day's rows and the day before's impressions): a
+    # click with a request needs a valid impression of the same user, item and request; one without, a valid
+    # impression of the same user and item at most the window before it (same time included).
+    valid_impression = (F.col("reason").isNull() & (F.col("event_type") == "impression")).cast("int")
+    stream = stream.repartition("user_id")
+    in_request = F.max(valid_impression).over(Window.partitionBy("user_id", "item_id", "request_id"))
+    in_window = F.max(valid_impression).over(
+        Window.partitionBy("user_id", "item_id").orderBy(F.unix_micros("event_time"))
+        .rangeBetween(-int(click_window_seconds) * 1_000_000, 0))
+    matched = F.when(F.col("request_id").isNotNull(), in_request).otherwise(in_window) == 1
+    reasoned = stream.select(
+        *CLEAN_COLUMNS, "copies", "_today",
         F.when(F.col("reason").isNotNull(), F.col("reason"))
-        .when((F.col("event_type") == "click") & F.col("matched_click_id").isNull(), F.lit("orphan_click"))
+        .when((F.col("event_type") == "click") & ~F.coalesce(matched, F.lit(False)), F.lit("orphan_click"))
         .alias("reason"),
-    )
+    ).where(F.col("_today")).drop("_today")
 
     clean = reasoned.where(F.col("reason").isNull()).select(*CLEAN_COLUMNS)
     rejected = reasoned.where(F.col("reason").isNotNull()).select(
