@@ -11,9 +11,13 @@ the contract must do at least once, with no feature logic at all:
   needs one for its deduplication, build_samples one for its per-user order);
 * the write of a table with the shape of ``features/samples``: per impression, 5 arrays of L = 50 longs (hist item
   and category, negative item and category, negative flags) and 8 arrays of n = 5 (ctx, clk, unclk item and
-  category), the values made by ``sequence`` from a hash (no lambda, no shuffle), into Delta.
+  category), the values made by ``sequence`` from a hash (no lambda, no shuffle), into Delta;
+* the same rows made but not written (Spark's ``noop`` sink), and written with the other Parquet codecs (zstd,
+  uncompressed) and as plain Parquet without dictionary encoding: which part of the write is the Parquet encoding
+  of the arrays, and whether a setting takes it away.
 
-Each is printed as seconds and raw events/s of the day; the chain can not be faster than the slowest of them.
+Each is printed as seconds and raw events/s of the day; the chain can not be faster than the slowest of the
+writes (its output is one of them).
 """
 
 from __future__ import annotations
@@ -61,15 +65,30 @@ def main(argv: list[str] | None = None) -> int:
 
         arrays = [sequence(s, HIST_LEN).alias(f"hist{s}") for s in range(HIST_ARRAYS)] + [
             sequence(100 + s, SET_LEN).alias(f"set{s}") for s in range(SET_ARRAYS)]
+        shaped = impressions.select("event_id", "user_id", "event_time", *arrays)
+
+        def write_shape(name: str, fmt: str = "delta", codec: str = "snappy", **options: str):
+            def step():
+                spark.conf.set("spark.sql.parquet.compression.codec", codec)
+                try:
+                    shaped.write.format(fmt).options(**options).mode("overwrite").save(str(Path(tmp) / name))
+                finally:
+                    spark.conf.set("spark.sql.parquet.compression.codec", "snappy")
+            return step
+
+        shape = f"the samples' shape ({HIST_ARRAYS} x {HIST_LEN} + {SET_ARRAYS} x {SET_LEN} longs per impression)"
         steps = {
             "scan raw/events": lambda: lakehouse.read(spark, "raw/events").agg(F.sum(F.length("event_id"))).first(),
             "shuffle by user, sort by time, write Delta": lambda: (
                 lakehouse.read(spark, "raw/events").repartition(8, "user_id")
                 .sortWithinPartitions("user_id", "event_time").write.format("delta").mode("overwrite")
                 .save(str(Path(tmp) / "pass"))),
-            f"write the samples' shape ({HIST_ARRAYS} x {HIST_LEN} + {SET_ARRAYS} x {SET_LEN} longs per impression)":
-                lambda: impressions.select("event_id", "user_id", "event_time", *arrays).write.format("delta")
-                .mode("overwrite").save(str(Path(tmp) / "shape")),
+            f"write {shape} to Delta": write_shape("shape"),
+            f"make {shape}, write nothing (noop sink)": write_shape("noop", fmt="noop"),
+            "the same Delta write, zstd": write_shape("zstd", codec="zstd"),
+            "the same Delta write, uncompressed": write_shape("plain", codec="uncompressed"),
+            "the same rows as plain Parquet, snappy, no dictionary encoding": write_shape(
+                "parquet", fmt="parquet", **{"parquet.enable.dictionary": "false"}),
         }
         print(f"\nraw events: {events} in one day ({impressions.count()} impressions)")
         for name, step in steps.items():
