@@ -94,6 +94,24 @@ def test_a_click_needs_a_valid_impression(spark):
     assert rejected_wide == set()
 
 
+def test_the_click_window_includes_both_of_its_ends(spark):
+    # no request: an impression at the click's own time, or exactly click_window_seconds before it, counts
+    impression = ("imp9", "u9", "i9", "impression", t(12), None, None, DS)
+    same_time = ("clk9a", "u9", "i9", "click", t(12), None, None, DS)
+    at_the_edge = ("clk9b", "u9", "i9", "click", t(12, 30), None, None, DS)
+    one_second_late = ("clk9c", "u9", "i9", "click", t(12, 30, 1), None, None, DS)
+    _, rejected = run(spark, [impression, same_time, at_the_edge, one_second_late])
+    assert rejected == {("clk9c", "orphan_click")}
+
+
+def test_a_request_click_needs_an_impression_of_its_own_user(spark):
+    # the same request id, item and time, but another user's impression: the click has none of its own
+    rows = [("imp8", "u8", "i8", "impression", t(12), "r8", 1, DS),
+            ("clk8", "u7", "i8", "click", t(12, 1), "r8", 1, DS)]
+    _, rejected = run(spark, rows)
+    assert rejected == {("clk8", "orphan_click")}
+
+
 def test_a_click_after_midnight_finds_yesterdays_impression(spark):
     yesterday = DS - dt.timedelta(days=1)
     previous = spark.createDataFrame([("imp0", "u9", "i9", "impression", t(23, 59, day=yesterday), "r9", 1,
