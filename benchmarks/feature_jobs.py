@@ -14,6 +14,7 @@ run. ``--jobs`` runs a prefix of the chain only (``validate_events`` alone, say)
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 import shutil
 import sys
@@ -44,11 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from features.spark import get_spark
     from features.tableio import Lakehouse
-    from jobs import build_samples, build_vocab, generate_synthetic, validate_events
+    from jobs import generate_synthetic
 
-    mains = {"validate_events": validate_events.main, "build_vocab": build_vocab.main,
-             "build_samples": build_samples.main}
-    chain = [(name, mains[name]) for name in CHAIN[:args.jobs]]
+    chain = [(name, importlib.import_module(f"jobs.{name}").main) for name in CHAIN[:args.jobs]]
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         root = args.lakehouse or str(Path(tmp) / "lakehouse")
         spark = get_spark("bench-feature-jobs")
