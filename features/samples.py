@@ -1,22 +1,29 @@
-"""Training samples of one day: labels, click histories, exposure negatives and DSTN ad sets (pure transforms).
+"""Training samples of a range of days: labels, click histories, exposure negatives and DSTN ad sets (pure transforms).
 
-One row per impression of the day (``features/samples``, :data:`features.schemas.SAMPLES`), computed from the
-day's clean events and the per-user state at the end of the previous processed day (``features/user_state``,
-:data:`USER_STATE`); the same pass gives the state at the end of the day. A day is therefore derived from
-(state of day d-1, events of day d) without rescanning older days, and a backfill or rerun gives the same rows
-as an uninterrupted run.
+One row per impression (``features/samples``, :data:`features.schemas.SAMPLES`), computed for the days
+``first..last`` in one plan from their clean events and the per-user state at the end of the day before ``first``
+(``features/user_state``, :data:`USER_STATE`); the same plan gives the state at the end of each day. Every day's
+rows depend only on the events up to that day (through the state), so any split of a range into sub-ranges (one
+day at a time, two halves, the whole range) gives the same rows: that is the contract a backfill and a rerun rely on.
+
+``features/user_state`` holds one row per (user, day the user was active): the user's state at the end of that day.
+The state of a user as of day D is their latest row with ``ds <= D`` (:func:`state_as_of`), minus the exposures that
+have fallen out of the retention window since (``state_retention_seconds`` before the start of D + 1).
 
 Order. Every per-user sequence is ordered by ``(event_time, event_id)``. "Before t" means strictly earlier in
 time: events at the same timestamp as an impression are never in its history or sets (ties do not count).
 
 Definitions (``cfg`` is :class:`SamplesConfig`; sizes L = ``hist_len``, n = ``ctx_size``/``clk_size``/``unclk_size``,
-K = ``exposure_candidates``):
+K = ``exposure_candidates``, R = ``state_retention_seconds()``):
 
-* **label**: 1 when a click of the day is attributed to the impression. A click with a ``request_id`` is
-  attributed to the impressions of the same user, item and request; a click without one to the latest impression
-  of the same user and item at most ``click_window_seconds`` before it. Clicks attributed to an impression of an
-  earlier day (kept in the state) are counted as ``late_clicks``, those matching no impression the job still
-  holds as ``unattributed_clicks``: earlier days' samples are not rewritten. Every click enters the history.
+* **visible exposures** of day d: the user's impressions of day d, and of the impressions before d, those among the
+  user's last K before d that are at most R older than the start of d + 1 (what the state at the end of d - 1 keeps).
+* **label**: 1 when a click of the same day is attributed to the impression. A click with a ``request_id`` is
+  attributed to the visible exposures of the same user, item and request; a click without one to the latest
+  exposure of the same user and item at or before it, if that one is visible and at most ``click_window_seconds``
+  before the click. Clicks attributed only to exposures of earlier days are counted as ``late_clicks``, those
+  matching no visible exposure as ``unattributed_clicks``: earlier days' samples are not rewritten. Every click
+  enters the history.
 * **exposures**: the user's impressions. An exposure's ``clicked_at`` is the time of the first click attributed
   to it; it is "unclicked at t" when ``clicked_at`` is null or later than t.
 * **hist_***: the user's last L clicks before the impression, oldest first, right-padded with 0 to L;
@@ -28,17 +35,17 @@ K = ``exposure_candidates``):
   before the click. With none, an item drawn from the catalogue (the item vocabulary as
   of the click's day) by a hash of (``seed``, click event id), never the clicked item: ``neg_is_sampled`` = 1.
 * **ctx_***: the other items of the impression's request (the page shown to the user together, so same time,
-  labels not used; a request id is one user's page), by position then event id, distinct items, the target's item
-  excluded, at most n.
+  labels not used; a request id is one user's page of one day), by position then event id, distinct items, the
+  target's item excluded, at most n.
 * **clk_***: the last n clicks of ``hist`` at most ``lookback_seconds`` before the impression, most recent first.
 * **unclk_***: the user's exposures among the last K before the impression, at most ``lookback_seconds`` before it
   and unclicked at its time, most recent first, at most n.
 
-Ids map through ``features/vocab`` rows of days up to ``ds`` (unknown or missing -> 1, padding 0). The state keeps
-raw ids, so an id indexed after it entered the state maps to its index from then on.
+Ids map through ``features/vocab`` as of the sample's day (an id indexed on a later day is unknown, 1; padding 0).
+The state keeps raw ids, so an id indexed after it entered the state maps to its index from then on.
 
 Cost per user is O(events · (L + K)): histories and candidate sets come from bounded window frames and as-of
-lookups, never from joining a user's events with each other.
+lookups, never from joining a user's events with each other, and the whole range is one shuffle by user.
 """
 
 from __future__ import annotations
@@ -60,15 +67,18 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from features.jobkit import JobConfig, JobInputError
+from features import tables
+from features.jobkit import JobConfig
 from features.schemas import SAMPLES
-from features.vocab import ITEM_FIELDS, UNKNOWN_IDX, USER_FIELDS, conform, lookup
+from features.vocab import ITEM_FIELDS, UNKNOWN_IDX, USER_FIELDS, as_of, conform, lookup
 
-SAMPLES_TABLE = "features/samples"
-STATE_TABLE = "features/user_state"
+SAMPLES_TABLE = tables.SAMPLES
+STATE_TABLE = tables.USER_STATE
 
-# Kinds of the rows of one day's per-user stream (build_day)
-_PRIOR_EXPOSURE, _IMPRESSION, _PRIOR_CLICK, _CLICK_TODAY = 0, 1, 2, 3
+# Kinds of the rows of a range's per-user stream (build_range): the state's exposures and clicks (days before the
+# range), and the range's impressions and clicks. Rows of the same microsecond are ordered by kind.
+_PRIOR_EXPOSURE, _IMPRESSION, _PRIOR_CLICK, _CLICK = 0, 1, 2, 3
+_NO_DAY = 2**31 - 1  # a day number after every real one
 
 CLICK_STRUCT = StructType(
     [
@@ -89,8 +99,9 @@ EXPOSURE_STRUCT = StructType(
         StructField("clicked_at", TimestampType(), True),
     ]
 )
-#: ``features/user_state``: a full snapshot per ``ds`` of every user's last L clicks (with their negatives) and
-#: last K exposures (those still inside the longest window), raw ids, oldest first.
+#: ``features/user_state``: one row per (user, day the user had events): at the end of ``ds``, the user's last L
+#: clicks (with their negatives) and last K exposures still inside the retention window (with ``clicked_at`` as of
+#: that day), raw ids, oldest first. A user with nothing to keep has no row that day.
 USER_STATE = StructType(
     [
         StructField("user_id", StringType(), True),
@@ -152,45 +163,53 @@ def samples_constraints(cfg: SamplesConfig) -> dict[str, str]:
     }
 
 
-def previous_state_day(state: DataFrame, events: DataFrame, ds: dt.date) -> dt.date | None:
-    """The day whose state day ``ds`` starts from: the latest state partition before ``ds`` (None on the first
-    day). Raises JobInputError when clean events exist between that day and ``ds`` (those days must run first).
+def state_as_of(state: DataFrame, day: dt.date) -> DataFrame:
+    """Each user's state as of the end of ``day``: their latest ``features/user_state`` row with ``ds <= day``.
 
-    ``state``: ``features/user_state`` (all partitions); ``events``: ``features/events_clean``.
+    The rows still hold every exposure their own day kept; :func:`build_range` drops those that have fallen out
+    of the retention window since.
     """
-    previous = state.where(F.col("ds") < F.lit(ds)).agg(F.max("ds")).first()[0]
-    gap = events.where(F.col("ds") < F.lit(ds))
-    if previous is not None:
-        gap = gap.where(F.col("ds") > F.lit(previous))
-    missing = sorted(r["ds"] for r in gap.select("ds").distinct().limit(5).collect())
-    if missing:
-        raise JobInputError(
-            f"build_samples for {ds} starts from the user state of the previous event day, but "
-            f"{', '.join(map(str, missing))} has clean events and no state yet"
-            f"{f' (latest state: {previous})' if previous else ''}; run build_samples for those days first, in order"
-        )
-    return previous
+    latest = state.where(F.col("ds") <= F.lit(day)).groupBy("user_id").agg(
+        F.max_by(F.struct("clicks", "exposures", "ds"), "ds").alias("s"))
+    return latest.select("user_id", "s.clicks", "s.exposures", "s.ds")
 
 
 # ----------------------------------------------------------------------------------------------- vocab lookups
+def catalogue_sizes(vocab: DataFrame, days: list[dt.date]) -> dict[dt.date, int]:
+    """How many item indices the vocabulary has assigned by the end of each of ``days`` (they are dense: 2 ..
+    size + 1); the fallback sampler of a click draws from its day's catalogue. One small aggregation."""
+    per_day = {r["ds"]: r["top"] for r in vocab.where(F.col("field") == "item").groupBy("ds").agg(
+        F.max("idx").alias("top")).collect()}
+    sizes, top = {}, 1
+    for day in sorted(set(per_day) | set(days)):
+        top = max(top, per_day.get(day, 1))
+        sizes[day] = top - 1
+    return {day: sizes[day] for day in days}
+
+
 def catalogue_size(vocab: DataFrame) -> int:
     """How many item indices ``vocab`` has assigned (they are dense: 2 .. catalogue_size + 1)."""
     return (vocab.where(F.col("field") == "item").agg(F.max("idx")).first()[0] or 1) - 1
 
 
 def item_index(vocab: DataFrame, items: DataFrame) -> DataFrame:
-    """``item_id, item_idx, cate_idx, shop_idx, brand_idx`` for every item of the vocabulary or the catalogue.
+    """``item_id`` and, per index column of :data:`ITEM_INDEX_COLUMNS`, the index and the day it was assigned
+    (``<name>_from``, days since 1970-01-01) for every item of the vocabulary or the catalogue.
 
-    ``vocab``: ``features/vocab`` rows of the days up to the processed one. Missing values map to 1 (unknown).
+    ``vocab``: ``features/vocab`` rows of the days up to the last one processed. Missing values map to 1 (unknown).
     """
     fields = {name: (column, f"{'cate' if name == 'category' else name}_idx") for name, column in ITEM_FIELDS.items()}
     return _index(vocab, items, "item", "item_id", "item_idx", fields)
 
 
 def user_index(vocab: DataFrame, users: DataFrame) -> DataFrame:
-    """``user_id, user_idx, gender_idx, age_bucket_idx, city_idx`` for every user of the vocabulary or profiles."""
+    """``user_id`` and the indices of :data:`USER_INDEX_COLUMNS` with their days (as :func:`item_index`)."""
     fields = {name: (column, f"{name}_idx") for name, column in USER_FIELDS.items()}
     return _index(vocab, users, "user", "user_id", "user_idx", fields)
+
+
+def _from(idx_column: str) -> str:
+    return idx_column.removesuffix("_idx") + "_from"
 
 
 def _index(vocab: DataFrame, side: DataFrame, id_field: str, key: str, key_idx: str,
@@ -200,10 +219,10 @@ def _index(vocab: DataFrame, side: DataFrame, id_field: str, key: str, key_idx: 
     ids = (vocab.where(F.col("field") == id_field).select(F.col("raw_id").alias(key))
            .unionByName(side.select(key)).where(F.col(key).isNotNull()).dropDuplicates([key]))
     joined = lookup(ids.join(side.select(key, *(c for c, _ in fields.values())), on=key, how="left"), vocab,
-                    id_field, key, key_idx)
+                    id_field, key, key_idx, _from(key_idx))
     for name, (column, idx_column) in fields.items():
-        joined = lookup(joined, vocab, name, column, idx_column)
-    return joined.select(key, key_idx, *(idx for _, idx in fields.values()))
+        joined = lookup(joined, vocab, name, column, idx_column, _from(idx_column))
+    return joined.select(key, *(c for idx in (key_idx, *(i for _, i in fields.values())) for c in (idx, _from(idx))))
 
 
 ITEM_INDEX_COLUMNS = ("item_idx", "cate_idx", "shop_idx", "brand_idx")
@@ -211,127 +230,153 @@ USER_INDEX_COLUMNS = ("user_idx", *(f"{name}_idx" for name in USER_FIELDS))
 
 
 @dataclass(frozen=True)
-class SamplesDay:
-    """``samples``: the columns of :data:`SAMPLES` for day ``ds``; ``state``: :data:`USER_STATE` at the end of
-    ``ds``; ``clicks``: one row per click of the day with ``attributed`` ('today', 'late' or null) and
-    ``neg_is_sampled``, for the job's counts."""
+class SamplesRange:
+    """``samples``: the columns of :data:`SAMPLES` for the days of the range; ``state``: :data:`USER_STATE` rows of
+    the users active on each of its days; ``counts``: per ``ds``, the job's counts (samples, positives,
+    history_steps, clicks, late_clicks, unattributed_clicks, negatives_sampled)."""
 
     samples: DataFrame
     state: DataFrame
+    counts: DataFrame
+    #: one row per click of the range: ``attributed`` ('today', 'late' or null) and ``neg_is_sampled``
     clicks: DataFrame
-    #: intermediate frames that ``samples``, ``state`` and ``clicks`` all read: a job persists them while it writes
+    #: intermediate frames that ``samples``, ``state`` and ``counts`` all read: a job persists them while it writes
     #: (Spark's cache substitutes them in the later plans), so they are computed once.
     shared: tuple[DataFrame, ...] = ()
 
 
-def build_day(
+def build_range(
     events: DataFrame,
     state_before: DataFrame,
     items: DataFrame,
     users: DataFrame,
     *,
-    catalogue_size: int,
-    ds: dt.date,
+    catalogue: dict[dt.date, int],
+    first: dt.date,
+    last: dt.date,
     cfg: SamplesConfig,
-) -> SamplesDay:
-    """Samples of day ``ds`` and the state at its end.
+) -> SamplesRange:
+    """Samples of the days ``first..last`` and the state at the end of each.
 
-    ``events``: ``features/events_clean`` rows of ``ds`` (other event types than impression and click are
-    ignored); ``state_before``: ``features/user_state`` at the previous processed day (empty on the first);
-    ``items``/``users``: :func:`item_index` / :func:`user_index`; ``catalogue_size``: the number of item indices
-    (>= 2, the item vocabulary's ``max(idx) - 1``) the fallback sampler draws from.
+    ``events``: ``features/events_clean`` rows of those days (other event types than impression and click are
+    ignored); ``state_before``: :func:`state_as_of` the day before ``first`` (empty on the first day);
+    ``items``/``users``: :func:`item_index` / :func:`user_index` of the vocabulary up to ``last``; ``catalogue``:
+    :func:`catalogue_sizes` of the range's days (each >= 2: the fallback sampler draws from them).
 
-    How: every row of the day's users (their state's clicks and exposures, the day's impressions and clicks) goes
-    into one stream, shuffled once by user; each step is a window whose partition starts with ``user_id``, so they
-    all run on that one shuffle. The K-exposure and L-click lists come from range frames over running ordinals
+    How: every row of the range's users (their state's clicks and exposures, the range's impressions and clicks)
+    goes into one stream, shuffled once by user; each step is a window whose partition starts with ``user_id``, so
+    they all run on that one shuffle. The K-exposure and L-click lists come from range frames over running ordinals
     (one list per row, used in the same step and dropped), so rows never carry arrays of K or L structs from one
-    sort to the next, and what the job persists for its three outputs holds no such arrays either (a 10M-event
-    day needs no spill: :mod:`benchmarks.feature_jobs`). Each impression also enters as a probe row, placed in
-    those frames just after the events strictly before it.
+    sort to the next. Each impression also enters as a probe row, placed in those frames just after the events
+    strictly before it; the last event of each user's day carries that day's state.
     """
-    if catalogue_size < 2:
-        raise ValueError(f"the item vocabulary has {catalogue_size} item(s); sampling a negative needs at least 2")
-    L, K = cfg.hist_len, cfg.exposure_candidates
+    small = sorted(d for d in _days(first, last) if catalogue.get(d, 0) < 2)
+    if small:
+        raise ValueError(f"the item vocabulary at {small[0]} has {catalogue.get(small[0], 0)} item(s); sampling a "
+                         "negative needs at least 2")
+    L, K, R = cfg.hist_len, cfg.exposure_candidates, cfg.state_retention_seconds()
     lookup_items = F.broadcast(items) if cfg.broadcast_lookups else items
     lookup_users = F.broadcast(users) if cfg.broadcast_lookups else users
     no_time, no_text, no_int = (F.lit(None).cast(t) for t in (TimestampType(), StringType(), IntegerType()))
 
-    # The stream: the state of the users active today (others are carried over unchanged below) and today's events.
-    day = events.where(F.col("event_type").isin("impression", "click")).select(
-        "user_id", F.when(F.col("event_type") == "impression", _IMPRESSION).otherwise(_CLICK_TODAY).alias("kind"),
+    # The stream: the state of the users active in the range (without the exposures the range's first day no longer
+    # keeps) and the range's events.
+    day_rows = events.where(F.col("event_type").isin("impression", "click")).select(
+        "user_id", F.when(F.col("event_type") == "impression", _IMPRESSION).otherwise(_CLICK).alias("kind"),
         "event_time", "event_id", "item_id", "request_id", "position", no_time.alias("clicked_at"),
-        no_text.alias("neg_item_id"), no_int.alias("neg_is_sampled"))
+        no_text.alias("neg_item_id"), no_int.alias("neg_is_sampled"), "ds")
     active = events.select("user_id").distinct()
     state = state_before.join(active, on="user_id", how="left_semi")
-    prior_exposures = state.select("user_id", F.explode("exposures").alias("e")).select(
+    kept_from = F.lit(dt.datetime.combine(first, dt.time())) - F.expr(f"INTERVAL {R} SECONDS")
+    prior_exposures = state.select("user_id", F.explode("exposures").alias("e")).where(
+        F.col("e.event_time") >= kept_from).select(
         "user_id", F.lit(_PRIOR_EXPOSURE).alias("kind"), "e.event_time", "e.event_id", "e.item_id", "e.request_id",
-        "e.position", "e.clicked_at", no_text.alias("neg_item_id"), no_int.alias("neg_is_sampled"))
+        "e.position", "e.clicked_at", no_text.alias("neg_item_id"), no_int.alias("neg_is_sampled"),
+        F.to_date("e.event_time").alias("ds"))
     prior_clicks = state.select("user_id", F.explode("clicks").alias("c")).select(
         "user_id", F.lit(_PRIOR_CLICK).alias("kind"), "c.event_time", "c.event_id", "c.item_id",
         no_text.alias("request_id"), no_int.alias("position"), no_time.alias("clicked_at"), "c.neg_item_id",
-        "c.neg_is_sampled")
+        "c.neg_is_sampled", F.to_date("c.event_time").alias("ds"))
     kind = F.col("kind")
-    rows = (day.unionByName(prior_exposures).unionByName(prior_clicks).repartition("user_id")
+    rows = (day_rows.unionByName(prior_exposures).unionByName(prior_clicks).repartition("user_id")
             .withColumn("_us", F.unix_micros("event_time"))
+            .withColumn("_day", F.unix_date("ds"))
             .withColumn("_exp", kind.isin(_PRIOR_EXPOSURE, _IMPRESSION))
-            .withColumn("_clk", kind.isin(_PRIOR_CLICK, _CLICK_TODAY))
+            .withColumn("_clk", kind.isin(_PRIOR_CLICK, _CLICK))
             .join(lookup_items, on="item_id", how="left").fillna(UNKNOWN_IDX, list(ITEM_INDEX_COLUMNS)))
-    is_exposure, is_click, is_today_click = F.col("_exp"), F.col("_clk"), kind == _CLICK_TODAY
-    micros = F.col("_us")
+    is_exposure, is_click, is_new_click = F.col("_exp"), F.col("_clk"), kind == _CLICK
+    micros, day = F.col("_us"), F.col("_day")
     sequence_key = F.struct(micros.alias("t"), F.col("event_id").alias("id"))  # the (event_time, event_id) order
 
-    # 1. Attribution. A click with a request: every exposure of the same user, item and request.
-    request_click = is_today_click & F.col("request_id").isNotNull()
-    same_request = Window.partitionBy("user_id", "item_id", "request_id")
-    prior_flag = (kind == _PRIOR_EXPOSURE).cast("int")
+    # 1. Ordinals in the user's (time, kind, event id) order, where exposures precede the clicks of the same
+    # microsecond: an exposure's or click's own position among its kind, how many exposures and clicks are strictly
+    # earlier in time than an impression, whether a row is the last of its user's day, and the last day on which an
+    # exposure is visible (it is among the user's last K exposures before that day and inside the retention window).
+    in_order = Window.partitionBy("user_id").orderBy(micros, kind, "event_id")
+    running = in_order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    earlier = Window.partitionBy("user_id").orderBy(micros).rangeBetween(Window.unboundedPreceding, -1)
+    exposures_in_order = Window.partitionBy("user_id", "_exp").orderBy(micros, kind, "event_id")
     rows = rows.select(
-        "*", F.min(F.when(request_click, F.col("event_time"))).over(same_request).alias("_request_click_time"),
-        F.min(F.when(is_exposure, prior_flag)).over(same_request).alias("_request_late"))
-    # Without a request: the latest exposure of the same user and item at or before the click, within the window.
-    loose_click = is_today_click & F.col("request_id").isNull()
-    latest = F.max_by(F.struct(F.col("event_id").alias("id"), F.col("event_time").alias("time"),
-                               prior_flag.alias("late")), F.when(is_exposure, sequence_key)).over(
+        "*", F.count(F.when(is_exposure, 1)).over(running).alias("_exp_upto"),
+        F.count(F.when(is_click, 1)).over(running).alias("_clk_upto"),
+        F.count(F.when(is_exposure, 1)).over(earlier).alias("_exp_before"),
+        F.count(F.when(is_click, 1)).over(earlier).alias("_clk_before"),
+        F.lead("_day").over(in_order).alias("_next_day"),
+        F.lead("_day", K).over(exposures_in_order).alias("_kth_next_day"))
+    in_range = kind.isin(_IMPRESSION, _CLICK)
+    retained_until = F.unix_date(F.to_date(F.col("event_time") + F.expr(f"INTERVAL {R} SECONDS")))
+    rows = rows.withColumn("_day_end", in_range & F.coalesce(F.col("_next_day") != day, F.lit(True))).withColumn(
+        "_vis_end", F.when(is_exposure, F.greatest(day, F.least(retained_until, F.coalesce(
+            "_kth_next_day", F.lit(_NO_DAY)))))).drop("_next_day", "_kth_next_day")
+
+    # 2. Attribution. A click with a request: the visible exposures of the same user, item and request (its day's,
+    # and earlier days' that are still visible on it). An exposure is visible on the days ds .. _vis_end, so its first
+    # request click is the earliest one of its day or later, if that click's day is still one of them.
+    request_click = is_new_click & F.col("request_id").isNotNull()
+    by_request = Window.partitionBy("user_id", "item_id", "request_id").orderBy("_day")
+    rows = rows.select(
+        "*", F.min(F.when(request_click, F.col("event_time"))).over(
+            by_request.rangeBetween(0, Window.unboundedFollowing)).alias("_request_click"),
+        F.max(F.when(is_exposure, 1)).over(by_request.rangeBetween(0, 0)).alias("_request_same_day"),
+        F.max(F.when(is_exposure, F.col("_vis_end"))).over(
+            by_request.rangeBetween(Window.unboundedPreceding, -1)).alias("_request_earlier_visible"))
+    # Without a request: the latest exposure of the same user and item at or before the click, if it is visible on
+    # the click's day and within the window (the visible days of a user's exposures never decrease in time order).
+    loose_click = is_new_click & F.col("request_id").isNull()
+    latest = F.max_by(F.struct(F.col("event_id").alias("id"), F.col("event_time").alias("time"), day.alias("day"),
+                               F.col("_vis_end").alias("visible_until")), F.when(is_exposure, sequence_key)).over(
         Window.partitionBy("user_id", "item_id").orderBy(micros).rangeBetween(Window.unboundedPreceding, 0))
     earliest = F.col("event_time") - F.expr(f"INTERVAL {int(cfg.click_window_seconds)} SECONDS")
-    rows = rows.withColumn("_loose", F.when(loose_click & (latest["time"] >= earliest), latest))
-    # an exposure's clicked_at: the first click attributed to it today, or the one kept in the state
+    rows = rows.withColumn("_loose", F.when(loose_click & (latest["time"] >= earliest)
+                                            & (latest["visible_until"] >= day), latest))
+    # an exposure's clicked_at: the first click attributed to it, or the one kept in the state
     rows = rows.withColumn("_link", F.when(is_exposure, F.col("event_id")).otherwise(F.col("_loose.id"))).withColumn(
         "_loose_click_time", F.min(F.when(F.col("_loose").isNotNull(), F.col("event_time"))).over(
             Window.partitionBy("user_id", "_link")))
-    late = F.when(request_click, F.col("_request_late")).otherwise(F.col("_loose.late"))
-    rows = rows.withColumn("clicked_at", F.when(is_exposure, F.least(
-        "clicked_at", "_request_click_time", "_loose_click_time"))).withColumn(
-        "attributed", F.when(late == 1, "late").when(late == 0, "today")).drop(
-        "_request_click_time", "_request_late", "_loose", "_link", "_loose_click_time")
+    request_time = F.when(F.unix_date(F.to_date("_request_click")) <= F.col("_vis_end"), F.col("_request_click"))
+    attributed = (F.when(request_click, F.when(F.col("_request_same_day") == 1, "today").when(
+        F.col("_request_earlier_visible") >= day, "late"))
+        .when(F.col("_loose").isNotNull(), F.when(F.col("_loose.day") == day, "today").otherwise("late")))
+    rows = rows.withColumn("clicked_at", F.when(is_exposure, F.least("clicked_at", request_time, "_loose_click_time"))
+                           ).withColumn("attributed", F.when(is_new_click, attributed)).drop(
+        "_request_click", "_request_same_day", "_request_earlier_visible", "_loose", "_link", "_loose_click_time")
 
-    # 2. Ordinals in the user's (time, kind, event id) order, where exposures precede the clicks of the same
-    # microsecond: an exposure's or click's own position among its kind, how many exposures are at or before a
-    # click, and how many exposures and clicks are strictly earlier in time than an impression.
-    in_order = Window.partitionBy("user_id").orderBy(micros, kind, "event_id").rowsBetween(
-        Window.unboundedPreceding, Window.currentRow)
-    earlier = Window.partitionBy("user_id").orderBy(micros).rangeBetween(Window.unboundedPreceding, -1)
-    whole = Window.partitionBy("user_id")
-    rows = rows.select(
-        "*", F.count(F.when(is_exposure, 1)).over(in_order).alias("_exp_upto"),
-        F.count(F.when(is_click, 1)).over(in_order).alias("_clk_upto"),
-        F.count(F.when(is_exposure, 1)).over(earlier).alias("_exp_before"),
-        F.count(F.when(is_click, 1)).over(earlier).alias("_clk_before"),
-        F.count(F.when(is_exposure, 1)).over(whole).alias("_exp_total"))
     # Each impression is also a probe: a copy that looks up its sets (an exposure itself, it must not see itself).
     roles = F.when(kind == _IMPRESSION, F.array(F.lit(False), F.lit(True))).otherwise(F.array(F.lit(False)))
     rows = rows.withColumn("_probe", F.explode(roles)).withColumn("_exp", is_exposure & ~F.col("_probe"))
     is_probe = F.col("_probe")
 
-    # 3. The probe's request page: the first ctx_size + 1 distinct items of the user's request, by position, event id.
-    in_request = ["user_id", "_probe", "request_id"]
+    # 3. The probe's request page: the first ctx_size + 1 distinct items of the user's request of the day, by
+    # position, event id.
+    in_request = ["user_id", "_probe", "_day", "request_id"]
     shown_at = (F.coalesce("position", F.lit(2**31 - 1)), F.col("event_id"))
     paged = is_probe & F.col("request_id").isNotNull()
     rows = rows.withColumn("_first", paged & (F.row_number().over(
         Window.partitionBy(*in_request, "item_id").orderBy(*shown_at)) == 1))
     rows = rows.withColumn("_rank", F.when(F.col("_first"), F.row_number().over(
         Window.partitionBy(*in_request, "_first").orderBy(*shown_at))))
-    entry = F.when(F.col("_rank") <= cfg.ctx_size + 1, F.struct(F.col("_rank").alias("rank"), "item_id", "item_idx",
-                                                                  "cate_idx"))
+    entry = F.when(F.col("_rank") <= cfg.ctx_size + 1, F.struct(
+        F.col("_rank").alias("rank"), "item_id", "item_idx", "item_from", "cate_idx", "cate_from"))
     rows = rows.withColumn("_page", F.when(paged, F.array_sort(F.collect_list(entry).over(
         Window.partitionBy(*in_request))))).drop("_first", "_rank")
 
@@ -341,68 +386,96 @@ def build_day(
     rows = rows.withColumn("_x", F.when(is_probe, 2 * F.col("_exp_before") + 1).when(
         is_exposure, 2 * F.col("_exp_upto")).otherwise(2 * F.col("_exp_upto") + 1))
     exposure_struct = F.struct("event_time", "event_id", "item_id", "request_id", "position", "clicked_at",
-                               "item_idx", "cate_idx")
+                               "item_idx", "item_from", "cate_idx", "cate_from")
     rows = rows.withColumn("_listed", F.collect_list(F.when(is_exposure, exposure_struct)).over(
         Window.partitionBy("user_id").orderBy("_x").rangeBetween(-(2 * K - 1), 0)))
     tau = F.col("event_time")
     lookback = tau - F.expr(f"INTERVAL {cfg.lookback_seconds} SECONDS")
     unclk = F.slice(F.reverse(F.filter("_listed", lambda e: (e["event_time"] < tau) & (e["event_time"] >= lookback) & (
         e["clicked_at"].isNull() | (e["clicked_at"] >= tau)))), 1, cfg.unclk_size)
-    # negatives of today's clicks: the best candidate among the last K exposures at or before the click
+    day_end = F.col("_day_end") & ~is_probe
+    # negatives of the range's clicks: the best candidate among the last K exposures at or before the click
     rows = rows.select(
-        "*", F.when(is_probe, unclk).alias("_unclk"),
-        F.when(is_exposure & (F.col("_exp_upto") == F.col("_exp_total")), F.col("_listed")).alias("_last_exposures"),
-        F.when(is_today_click, _negative_item(F.col("_listed"), cfg.negative_window_seconds,
-                                              cfg.click_window_seconds)).alias("_neg")).withColumn(
-        "neg_item_id", F.when(is_today_click, F.col("_neg")).otherwise(F.col("neg_item_id"))).drop("_listed", "_neg")
-    sampled = F.when(is_today_click, _sampled_negative(catalogue_size, cfg.seed))
+        "*", F.when(is_probe, unclk).alias("_unclk"), F.when(day_end, F.col("_listed")).alias("_day_exposures"),
+        F.when(is_new_click, _negative_item(F.col("_listed"), cfg.negative_window_seconds,
+                                            cfg.click_window_seconds)).alias("_neg")).withColumn(
+        "neg_item_id", F.when(is_new_click, F.col("_neg")).otherwise(F.col("neg_item_id"))).drop("_listed", "_neg")
+    day_catalogue = F.element_at(F.create_map(*(F.lit(x) for d in sorted(catalogue) for x in (
+        (d - _EPOCH).days, catalogue[d]))), day)
+    clicked_idx = as_of(F.col("item_idx"), F.col("item_from"), day)
+    sampled = F.when(is_new_click, _sampled_negative(day_catalogue, cfg.seed, clicked_idx))
     rows = rows.withColumn("sampled_idx", sampled).withColumn("neg_is_sampled", F.when(
-        is_today_click, F.col("sampled_idx").isNotNull().cast("int")).otherwise(F.col("neg_is_sampled")))
+        is_new_click, F.col("sampled_idx").isNotNull().cast("int")).otherwise(F.col("neg_is_sampled")))
     by_index = lookup_items.where(F.col("item_idx") >= 2).select(F.col("item_idx").alias("sampled_idx"),
                                                                  F.col("item_id").alias("sampled_id"))
-    neg_index = lookup_items.select(F.col("item_id").alias("neg_item_id"), F.col("item_idx").alias("neg_item_idx"),
-                                    F.col("cate_idx").alias("neg_cate_idx"))
+    neg_index = lookup_items.select(
+        F.col("item_id").alias("neg_item_id"), F.col("item_idx").alias("neg_item_idx"),
+        F.col("item_from").alias("neg_item_from"), F.col("cate_idx").alias("neg_cate_idx"),
+        F.col("cate_from").alias("neg_cate_from"))
     rows = (rows.join(by_index, on="sampled_idx", how="left")
             .withColumn("neg_item_id", F.coalesce("neg_item_id", "sampled_id")).drop("sampled_idx", "sampled_id")
             .join(neg_index, on="neg_item_id", how="left").fillna(UNKNOWN_IDX, ["neg_item_idx", "neg_cate_idx"]))
-    # What the samples, the state and the counts read (the job persists it): probes, clicks, each user's last
-    # exposure (with its list); the other exposures have given what they had to give.
-    kept = rows.where(is_probe | is_click | F.col("_last_exposures").isNotNull()).select(
-        "user_id", "kind", "event_time", "event_id", "item_id", "request_id", "position", "clicked_at", "_us", "_clk",
-        "_probe", "_clk_upto", "_clk_before", "item_idx", "cate_idx", "shop_idx", "brand_idx", "neg_item_id",
-        "neg_is_sampled", "neg_item_idx", "neg_cate_idx", "attributed", "_page", "_unclk", "_last_exposures")
+    # What the samples, the state and the counts read (the job persists it): probes, clicks and the last row of each
+    # user's day (with its exposure list); the other exposures have given what they had to give.
+    kept = rows.where(is_probe | is_click | day_end).select(
+        "user_id", "kind", "event_time", "event_id", "item_id", "request_id", "position", "clicked_at", "ds", "_day",
+        "_clk", "_probe", "_day_end", "_clk_upto", "_clk_before",
+        *(c for i in ITEM_INDEX_COLUMNS for c in (i, _from(i))),
+        "neg_item_id", "neg_is_sampled", "neg_item_idx", "neg_item_from", "neg_cate_idx", "neg_cate_from",
+        "attributed", "_page", "_unclk", "_day_exposures")
 
-    # 5. Click histories, the same way over the click ordinals: a probe sees the last L clicks strictly before it.
+    # 5. Click histories, the same way over the click ordinals: a probe sees the last L clicks strictly before it,
+    # a day's last row the last L clicks up to it.
     click_struct = F.struct("event_time", "event_id", "item_id", "neg_item_id", "neg_is_sampled", "item_idx",
-                            "cate_idx", "neg_item_idx", "neg_cate_idx")
-    probes = kept.withColumn("_y", F.when(F.col("_probe"), 2 * F.col("_clk_before") + 1).when(
+                            "item_from", "cate_idx", "cate_from", "neg_item_idx", "neg_item_from", "neg_cate_idx",
+                            "neg_cate_from")
+    framed = kept.withColumn("_y", F.when(F.col("_probe"), 2 * F.col("_clk_before") + 1).when(
         F.col("_clk"), 2 * F.col("_clk_upto")).otherwise(2 * F.col("_clk_upto") + 1)).withColumn(
         "hist", F.collect_list(F.when(F.col("_clk"), click_struct)).over(
-            Window.partitionBy("user_id").orderBy("_y").rangeBetween(-(2 * L - 1), 0))).where(F.col("_probe"))
-    samples = _assemble(probes, lookup_users, ds, cfg)
+            Window.partitionBy("user_id").orderBy("_y").rangeBetween(-(2 * L - 1), 0)))
+    samples = _assemble(framed.where(F.col("_probe")), lookup_users, cfg)
+    new_state = _end_of_day_state(framed.where(F.col("_day_end") & ~F.col("_probe")), R)
 
-    # 6. The state at the end of the day: active users' last L clicks and K exposures, others carried over.
-    horizon = F.lit(dt.datetime.combine(ds + dt.timedelta(days=1), dt.time())) - F.expr(
-        f"INTERVAL {cfg.state_retention_seconds()} SECONDS")
-    clicks_type, exposures_type = ArrayType(CLICK_STRUCT), ArrayType(EXPOSURE_STRUCT)
-    state_click = F.struct(*CLICK_STRUCT.fieldNames())  # its fields in time, event id order: array_sort sorts by them
-    updated = kept.where(~F.col("_probe")).groupBy("user_id").agg(
-        F.array_sort(F.collect_list(F.when(F.col("_clk"), state_click))).alias("all_clicks"),
-        F.first("_last_exposures", ignorenulls=True).alias("recent")).select(
-        "user_id",
-        F.slice("all_clicks", F.greatest(F.size("all_clicks") - L + 1, F.lit(1)), L).cast(clicks_type).alias("clicks"),
-        F.coalesce(F.transform("recent", lambda e: F.struct(*[e[n] for n in EXPOSURE_STRUCT.fieldNames()])),
-                   F.array().cast(exposures_type)).alias("exposures"),
-    )
-    carried = state_before.join(active, on="user_id", how="left_anti").select("user_id", "clicks", "exposures")
-    new_state = updated.unionByName(carried).select(
-        "user_id", "clicks", F.filter("exposures", lambda e: e["event_time"] >= horizon).alias("exposures"),
-        F.lit(ds).alias("ds"),
-    ).where((F.size("clicks") > 0) | (F.size("exposures") > 0))
-    clicks_today = kept.where(is_today_click).select(
-        "user_id", "item_id", "event_time", "event_id", "neg_item_id", "neg_is_sampled", "attributed")
-    return SamplesDay(samples=conform(samples, SAMPLES), state=conform(new_state, USER_STATE), clicks=clicks_today,
-                      shared=(events, items, kept))
+    label = F.col("clicked_at").isNotNull() & (F.to_date("clicked_at") == F.col("ds"))
+    new_click = (F.col("kind") == _CLICK) & ~F.col("_probe")
+    counts = kept.where(F.col("_probe") | new_click).groupBy("ds").agg(
+        F.count(F.when(F.col("_probe"), 1)).alias("samples"),
+        F.count(F.when(F.col("_probe") & label, 1)).alias("positives"),
+        F.coalesce(F.sum(F.when(F.col("_probe"), F.least(F.col("_clk_before"), F.lit(L)))), F.lit(0)).alias(
+            "history_steps"),
+        F.count(F.when(new_click, 1)).alias("clicks"),
+        F.count(F.when(new_click & (F.col("attributed") == "late"), 1)).alias("late_clicks"),
+        F.count(F.when(new_click & F.col("attributed").isNull(), 1)).alias("unattributed_clicks"),
+        F.count(F.when(new_click & (F.col("neg_is_sampled") == 1), 1)).alias("negatives_sampled"))
+    clicks = kept.where(new_click).select("user_id", "item_id", "event_time", "event_id", "neg_item_id",
+                                          "neg_is_sampled", "attributed", "ds")
+    return SamplesRange(samples=conform(samples, SAMPLES), state=conform(new_state, USER_STATE), counts=counts,
+                        clicks=clicks, shared=(kept,))
+
+
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def _days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def _end_of_day_state(ends: DataFrame, retention_seconds: int) -> DataFrame:
+    """:data:`USER_STATE` rows from the last row of each user's day (``hist``: its last L clicks; ``_day_exposures``:
+    its last K exposures, whose ``clicked_at`` may be a later day's click, which the day does not know yet)."""
+    day = F.col("_day")
+    horizon = F.timestamp_seconds((day + 1) * 86_400 - retention_seconds)
+    clicks = F.transform(F.coalesce("hist", F.array()), lambda c: F.struct(*[c[n] for n in CLICK_STRUCT.fieldNames()]))
+
+    def kept(e: Column) -> Column:
+        known = F.when(F.unix_date(F.to_date(e["clicked_at"])) <= day, e["clicked_at"])
+        return F.struct(*[known.alias(n) if n == "clicked_at" else e[n] for n in EXPOSURE_STRUCT.fieldNames()])
+
+    exposures = F.transform(F.filter(F.coalesce("_day_exposures", F.array()), lambda e: e["event_time"] >= horizon),
+                            kept)
+    state = ends.select("user_id", clicks.cast(ArrayType(CLICK_STRUCT)).alias("clicks"),
+                        exposures.cast(ArrayType(EXPOSURE_STRUCT)).alias("exposures"), "ds")
+    return state.where((F.size("clicks") > 0) | (F.size("exposures") > 0))
 
 
 def _negative_item(candidates: Column, window_seconds: int, request_window_seconds: int) -> Column:
@@ -436,17 +509,20 @@ def _negative_item(candidates: Column, window_seconds: int, request_window_secon
     return F.array_min(F.transform(F.filter(candidates, qualifies), key))["item_id"]
 
 
-def _sampled_negative(catalogue_size: int, seed: int) -> Column:
+def _sampled_negative(catalogue_size: Column | int, seed: int, clicked_idx: Column | None = None) -> Column:
     """For a click row without an exposure negative (``neg_item_id`` null): the catalogue index drawn by hash(seed,
-    ``event_id``), never the clicked item's ``item_idx``; null when the row has a negative.
+    ``event_id``), never the clicked item's index (``clicked_idx``, default the ``item_idx`` column); null when the
+    row has a negative.
 
-    Indices 2 .. catalogue_size + 1 are the catalogue; with the clicked item known (idx >= 2) one of them is
-    excluded, so the draw is uniform over the remaining ones.
+    Indices 2 .. catalogue_size + 1 are the catalogue (``catalogue_size``: the click day's); with the clicked item
+    known (idx >= 2) one of them is excluded, so the draw is uniform over the remaining ones.
     """
-    known = F.col("item_idx") >= 2
-    choices = F.when(known, F.lit(catalogue_size - 1)).otherwise(F.lit(catalogue_size))
+    clicked = F.col("item_idx") if clicked_idx is None else clicked_idx
+    size = F.lit(catalogue_size) if isinstance(catalogue_size, int) else catalogue_size
+    known = clicked >= 2
+    choices = F.when(known, size - 1).otherwise(size)
     draw = F.pmod(F.xxhash64(F.lit(seed), F.col("event_id")), choices.cast(LongType())) + 2
-    drawn = F.when(known & (draw >= F.col("item_idx")), draw + 1).otherwise(draw)
+    drawn = F.when(known & (draw >= clicked), draw + 1).otherwise(draw)
     return F.when(F.col("neg_item_id").isNull(), drawn)
 
 
@@ -455,10 +531,10 @@ def _padded(values: Column, size: int) -> Column:
     return F.concat(values, F.array_repeat(F.lit(0).cast(LongType()), F.lit(size) - F.size(values)))
 
 
-def _assemble(probes: DataFrame, users: DataFrame, ds: dt.date, cfg: SamplesConfig) -> DataFrame:
+def _assemble(probes: DataFrame, users: DataFrame, cfg: SamplesConfig) -> DataFrame:
     """The samples' columns from the probes (``hist``: last L clicks before; ``_unclk``: the unclicked set;
-    ``_page``: the request's first items)."""
-    L, tau = cfg.hist_len, F.col("event_time")
+    ``_page``: the request's first items), every index as of the probe's day."""
+    L, tau, day = cfg.hist_len, F.col("event_time"), F.col("_day")
     lookback = tau - F.expr(f"INTERVAL {cfg.lookback_seconds} SECONDS")
     hist = F.coalesce(F.col("hist"), F.array().cast(probes.schema["hist"].dataType))
     clk = F.slice(F.reverse(F.filter(hist, lambda c: c["event_time"] >= lookback)), 1, cfg.clk_size)
@@ -467,22 +543,24 @@ def _assemble(probes: DataFrame, users: DataFrame, ds: dt.date, cfg: SamplesConf
     unclk = F.coalesce(F.col("_unclk"), F.array().cast(probes.schema["_unclk"].dataType))
     withsets = probes.select("*", hist.alias("h"), clk.alias("k"), unclk.alias("u"), ctx.alias("x"))
 
-    def seq(prefix: str, arr: str, size: int, item: str = "item_idx", cate: str = "cate_idx") -> list[Column]:
-        return [_padded(F.transform(arr, lambda v: v[item]), size).alias(f"{prefix}_item_idx"),
-                _padded(F.transform(arr, lambda v: v[cate]), size).alias(f"{prefix}_cate_idx"),
-                F.size(arr).alias(f"{prefix}_len")]
+    def ids(arr: str, idx: str, size: int) -> Column:
+        return _padded(F.transform(arr, lambda v: as_of(v[idx], v[_from(idx)], day)), size)
+
+    def seq(prefix: str, arr: str, size: int) -> list[Column]:
+        return [ids(arr, "item_idx", size).alias(f"{prefix}_item_idx"),
+                ids(arr, "cate_idx", size).alias(f"{prefix}_cate_idx"), F.size(arr).alias(f"{prefix}_len")]
 
     flags = F.concat(F.transform("h", lambda v: v["neg_is_sampled"]),
                      F.array_repeat(F.lit(0), F.lit(L) - F.size("h")))
+    label = F.col("clicked_at").isNotNull() & (F.to_date("clicked_at") == F.col("ds"))
     out = withsets.select(
-        F.col("event_id").alias("sample_id"), "event_time", F.col("clicked_at").isNotNull().cast("int").alias("label"),
-        F.coalesce("position", F.lit(0)).alias("position"), "user_id", "item_idx", "cate_idx", "shop_idx",
-        "brand_idx",
-        *seq("hist", "h", L),
-        _padded(F.transform("h", lambda v: v["neg_item_idx"]), L).alias("neg_item_idx"),
-        _padded(F.transform("h", lambda v: v["neg_cate_idx"]), L).alias("neg_cate_idx"),
-        flags.alias("neg_is_sampled"),
-        *seq("ctx", "x", cfg.ctx_size), *seq("clk", "k", cfg.clk_size), *seq("unclk", "u", cfg.unclk_size),
-        F.lit(ds).alias("ds"),
+        F.col("event_id").alias("sample_id"), "event_time", label.cast("int").alias("label"),
+        F.coalesce("position", F.lit(0)).alias("position"), "user_id", "_day",
+        *(as_of(F.col(c), F.col(_from(c)), day).alias(c) for c in ITEM_INDEX_COLUMNS),
+        *seq("hist", "h", L), ids("h", "neg_item_idx", L).alias("neg_item_idx"),
+        ids("h", "neg_cate_idx", L).alias("neg_cate_idx"), flags.alias("neg_is_sampled"),
+        *seq("ctx", "x", cfg.ctx_size), *seq("clk", "k", cfg.clk_size), *seq("unclk", "u", cfg.unclk_size), "ds",
     )
-    return out.join(users, on="user_id", how="left").fillna(UNKNOWN_IDX, list(USER_INDEX_COLUMNS)).drop("user_id")
+    joined = out.join(users, on="user_id", how="left")
+    return joined.select(*(c for c in out.columns if c not in ("user_id", "_day")),
+                         *(as_of(F.col(c), F.col(_from(c)), F.col("_day")).alias(c) for c in USER_INDEX_COLUMNS))

@@ -277,7 +277,7 @@ class Lakehouse:
         if columns:
             target = pa.schema([target.field(name) for name in columns])
         frame = frame.select(target.names)  # the table's column order (polars may move partition columns)
-        return frame.collect().to_arrow(compat_level=pl.CompatLevel.oldest()).cast(target)
+        return _maps_restored(frame.collect().to_arrow(compat_level=pl.CompatLevel.oldest()), target).cast(target)
 
     def write_arrow(
         self,
@@ -318,7 +318,8 @@ class Lakehouse:
         commit = None
         if txn is not None:
             app_id, txn_version = txn
-            if existing is not None and (existing.transaction_version(app_id) or -1) >= txn_version:
+            done = existing.transaction_version(app_id) if existing is not None else None
+            if done is not None and done >= txn_version:
                 return None  # this append was committed before: a retry must not add the rows twice
             commit = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=txn_version)])
         if existing is not None:
@@ -417,8 +418,13 @@ class Lakehouse:
         constraints: Mapping[str, str] | None = None,
         replace_match: Mapping[str, str] | None = None,
         properties: Mapping[str, str] | None = None,
+        user_metadata: str | None = None,
     ) -> int:
         """Write a Spark DataFrame with delta-spark; returns the table's version after the write.
+
+        ``txn=(app_id, version)``: Delta's idempotent-write id; the write is skipped when the table has recorded
+        that version (or a later one) for ``app_id``. ``user_metadata`` is stored in the commit's ``userMetadata``
+        (:meth:`committed_by` finds it).
 
         ``properties`` (key -> value) are table properties the data depends on, such as the fixed length of a
         sequence column: set when the table is created, and a write whose values differ from the table's
@@ -474,6 +480,8 @@ class Lakehouse:
             raise ValueError("replace_match narrows replace_ds; give replace_ds too")
         if txn is not None:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
+        if user_metadata is not None:
+            writer = writer.option("userMetadata", user_metadata)
         try:
             writer.save(location)
         except Exception as err:
@@ -484,6 +492,39 @@ class Lakehouse:
                 ) from err
             raise
         return self.spark_version(spark, table)
+
+    def spark_txn_version(self, spark: SparkSession, table: str, app_id: str) -> int | None:
+        """The idempotent-write version ``table`` has recorded for ``app_id`` (None: none), as delta-spark sees it."""
+        jvm = spark._jvm
+        log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, self.path(table))
+        none = jvm.scala.Option.empty()
+        recorded = log.update(False, none, none).transactions().get(app_id)
+        return int(recorded.get()) if recorded.isDefined() else None
+
+    def committed_by(self, spark: SparkSession, table: str, user_metadata: str, *, last: int = 50) -> bool:
+        """Whether one of the ``last`` commits of ``table`` carries ``user_metadata`` (see :meth:`write`)."""
+        from delta.tables import DeltaTable as SparkDeltaTable
+
+        history = SparkDeltaTable.forPath(spark, self.path(table)).history(last)
+        return not history.where(history["userMetadata"] == user_metadata).isEmpty()
+
+    def partition_rows(self, spark: SparkSession, table: str, *, version: int | None = None) -> dict[dt.date, int]:
+        """Rows per ``ds`` partition of ``table`` at ``version`` (latest when None), from the ``numRecords``
+        statistics of the files in the Delta log (no data file is read); partitions with files lacking statistics
+        are left out."""
+        from pyspark.sql import functions as F
+
+        jvm = spark._jvm
+        log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, self.path(table))
+        none = jvm.scala.Option.empty()
+        snapshot = log.update(False, none, none) if version is None else log.getSnapshotAt(version, none, none)
+        from pyspark.sql import DataFrame
+
+        files = DataFrame(snapshot.allFiles().toDF(), spark)
+        rows = F.get_json_object("stats", "$.numRecords").cast("long")
+        per_day = files.groupBy(F.col("partitionValues")["ds"].alias("ds")).agg(
+            F.sum(rows).alias("rows"), F.count(F.when(rows.isNull(), 1)).alias("unknown")).collect()
+        return {dt.date.fromisoformat(r["ds"]): int(r["rows"]) for r in per_day if r["unknown"] == 0 and r["ds"]}
 
     @staticmethod
     def _create_empty(df: DataFrame, location: str, partition_by: Sequence[str] | None) -> None:
@@ -515,6 +556,25 @@ class Lakehouse:
                 continue
             quoted = location.replace("`", "``")
             spark.sql(f"ALTER TABLE delta.`{quoted}` ADD CONSTRAINT {name} CHECK ({expression})")
+
+
+def _maps_restored(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """``table`` with its map columns rebuilt as Arrow maps: polars hands a map out as a list of key/value structs,
+    which Arrow does not cast to a map."""
+    for position, wanted in enumerate(target):
+        if not pa.types.is_map(wanted.type) or pa.types.is_map(table.schema.field(position).type):
+            continue
+        column = table.column(position).combine_chunks()
+        entries = column.flatten()
+        keys, values = entries.field(0).cast(wanted.type.key_type), entries.field(1).cast(wanted.type.item_type)
+        offsets = column.offsets.cast(pa.int32())
+        if column.null_count:  # a null offset marks a null map (the pyarrow Petastorm pins has no mask argument)
+            valid = column.is_valid().to_pylist() + [True]
+            offsets = pa.array([o if ok else None for o, ok in zip(offsets.to_pylist(), valid, strict=True)],
+                               pa.int32())
+        restored = pa.MapArray.from_arrays(offsets, keys, values)
+        table = table.set_column(position, wanted.name, restored)
+    return table
 
 
 def _delta_log_version(spark: SparkSession, location: str) -> int:

@@ -14,18 +14,18 @@ Tables (the job ``jobs/build_vocab.py`` reads and writes them; this module does 
 
 * ``features/vocab`` (:data:`VOCAB`, partitioned by ``ds``): one row per indexed id. ``ds`` is the day the index
   was assigned, ``first_seen_ds`` the first day the id was counted (earlier than ``ds`` when it waited for
-  ``min_count``), ``count`` its cumulative count on ``ds``. A day's run replaces only its own ``ds`` partition.
+  ``min_count``), ``count`` its cumulative count on ``ds``.
 * ``features/vocab_pending`` (:data:`VOCAB_PENDING`, partitioned by ``ds``): the state behind ``min_count``:
   for each day D, the day-D count of every id seen on D that still has no index at the end of D. An id's
   cumulative count on D is its day-D count plus its pending rows of earlier days (it had no index on each of
   them, so each of its counts was logged). Rows of ids indexed later are ignored (they stay, as history).
-* ``features/vocab_days`` (:data:`VOCAB_DAYS`): one row per processed day, written last, so days that add no
-  id are known to be processed too.
+* ``features/vocab_days`` (:data:`VOCAB_DAYS`): one row per processed day.
 
-Day D is computed only from the partitions of days before D. So a rerun of the latest day gives the same rows,
-and a rerun after its inputs changed recomputes its additions from the vocabulary as it was before that day. A
-day earlier than the latest processed one is refused (:func:`check_day_order`): its indices are already the
-base of later days.
+A range of days D..E is computed in one plan from the partitions of the days before D and the range's counts
+(:func:`assign_indices`): every day of it gets the rows one run per day would give, since day-order numbering is
+the order (day, count desc, raw_id asc) over the range. A run replaces the partitions of its days; the days after
+them were built on those, so a run from an earlier day must go on to the latest processed one
+(:func:`features.lineage.check_range`).
 
 Example (min_count 2, field user). Day 1 events of u1, u1, u2, u3, u3: u1 and u3 (count 2) get 2 and 3 (count
 tie: raw_id order); u2 (1 < 2) is pending and maps to 1. Day 2 events of u2, u4: u2's cumulative count is 2 -> 4;
@@ -34,18 +34,17 @@ u4 is pending.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from pydantic import Field
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, IntegerType, LongType, StringType, StructField, StructType
 
-from features.jobkit import JobConfig, JobInputError
+from features import tables
+from features.jobkit import JobConfig
 
-VOCAB_TABLE = "features/vocab"
-PENDING_TABLE = "features/vocab_pending"
-DAYS_TABLE = "features/vocab_days"
+VOCAB_TABLE = tables.VOCAB
+PENDING_TABLE = tables.VOCAB_PENDING
+DAYS_TABLE = tables.VOCAB_DAYS
 
 PADDING_IDX = 0
 UNKNOWN_IDX = 1
@@ -103,58 +102,68 @@ def conform(df: DataFrame, schema: StructType) -> DataFrame:
 
 
 def day_counts(events: DataFrame, items: DataFrame, users: DataFrame) -> DataFrame:
-    """The day's count per (field, raw_id): columns ``field, raw_id, count`` (null ids dropped).
+    """Each day's count per (field, raw_id): columns ``field, raw_id, count, ds`` (null ids dropped).
 
-    ``events``: one day of ``features/events_clean`` (user_id, item_id); ``items``/``users``: raw/items, raw/users.
+    ``events``: ``features/events_clean`` rows of the days (user_id, item_id, ds); ``items``/``users``: raw/items,
+    raw/users.
     """
     one = F.count(F.lit(1)).alias("count")
-    per_item = events.groupBy("item_id").agg(one)
-    per_user = events.groupBy("user_id").agg(one)
+    per_item = events.groupBy("ds", "item_id").agg(one)
+    per_user = events.groupBy("ds", "user_id").agg(one)
     item_side = per_item.join(items.select("item_id", *ITEM_FIELDS.values()), on="item_id", how="inner").select(
-        "count", *(F.col(col).alias(name) for name, col in ITEM_FIELDS.items())
+        "ds", "count", *(F.col(col).alias(name) for name, col in ITEM_FIELDS.items())
     )
     user_side = per_user.join(users.select("user_id", *USER_FIELDS.values()), on="user_id", how="inner").select(
-        F.lit(1).cast(LongType()).alias("count"), *(F.col(col).alias(name) for name, col in USER_FIELDS.items())
+        "ds", F.lit(1).cast(LongType()).alias("count"), *(F.col(col).alias(name) for name, col in USER_FIELDS.items())
     )
     side = (
-        item_side.unpivot("count", list(ITEM_FIELDS), "field", "raw_id")
-        .unionByName(user_side.unpivot("count", list(USER_FIELDS), "field", "raw_id"))
+        item_side.unpivot(["ds", "count"], list(ITEM_FIELDS), "field", "raw_id")
+        .unionByName(user_side.unpivot(["ds", "count"], list(USER_FIELDS), "field", "raw_id"))
         .where(F.col("raw_id").isNotNull())
-        .groupBy("field", "raw_id")
+        .groupBy("field", "raw_id", "ds")
         .agg(F.sum("count").alias("count"))
     )
-    ids = per_user.select(F.lit("user").alias("field"), F.col("user_id").alias("raw_id"), "count").unionByName(
-        per_item.select(F.lit("item").alias("field"), F.col("item_id").alias("raw_id"), "count")
+    ids = per_user.select(F.lit("user").alias("field"), F.col("user_id").alias("raw_id"), "count", "ds").unionByName(
+        per_item.select(F.lit("item").alias("field"), F.col("item_id").alias("raw_id"), "count", "ds")
     )
-    return ids.where(F.col("raw_id").isNotNull()).unionByName(side.select("field", "raw_id", "count"))
+    return ids.where(F.col("raw_id").isNotNull()).unionByName(side.select("field", "raw_id", "count", "ds"))
 
 
 def assign_indices(
-    counts: DataFrame, vocab_before: DataFrame, pending_before: DataFrame, *, ds: dt.date, min_count: int
+    counts: DataFrame, vocab_before: DataFrame, pending_before: DataFrame, *, min_count: int
 ) -> tuple[DataFrame, DataFrame]:
-    """One day's additions to the vocabulary and its pending rows: ``(additions, pending)``.
+    """The range's additions to the vocabulary and its pending rows: ``(additions, pending)``.
 
-    ``counts``: :func:`day_counts` of day ``ds``; ``vocab_before``/``pending_before``: the rows of
-    ``features/vocab``/``features/vocab_pending`` of the days before ``ds`` only. ``additions`` has the columns
-    of :data:`VOCAB` (``ds`` = ``ds``), ``pending`` those of :data:`VOCAB_PENDING`.
+    ``counts``: :func:`day_counts` of the days of the range; ``vocab_before``/``pending_before``: the rows of
+    ``features/vocab``/``features/vocab_pending`` of the days before the range only. ``additions`` has the columns
+    of :data:`VOCAB` (``ds``: the day the index is assigned), ``pending`` those of :data:`VOCAB_PENDING`.
+
+    An id's cumulative count on day d is its pending counts before the range plus its counts of the range up to d;
+    it is indexed on the first day that reaches ``min_count``, and pending on the days of the range before that.
+    Indices continue each field's maximum in the order (day, count desc, raw_id asc): day by day, as one run per
+    day numbers them.
     """
     key = ["field", "raw_id"]
-    day = F.lit(ds).cast(DateType())
     unindexed = counts.join(vocab_before.select(*key), on=key, how="left_anti")
     earlier = pending_before.groupBy(*key).agg(
         F.sum("count").alias("earlier_count"), F.min("ds").alias("earlier_first_ds")
     )
+    per_id = Window.partitionBy(*key)
+    running = per_id.orderBy("ds").rowsBetween(Window.unboundedPreceding, Window.currentRow)
     candidates = unindexed.join(earlier, on=key, how="left").select(
         *key,
+        "ds",
         F.col("count").alias("day_count"),
-        (F.col("count") + F.coalesce(F.col("earlier_count"), F.lit(0))).alias("total"),
-        F.coalesce(F.col("earlier_first_ds"), day).alias("first_seen_ds"),
+        (F.sum("count").over(running) + F.coalesce(F.col("earlier_count"), F.lit(0))).alias("total"),
+        F.coalesce(F.col("earlier_first_ds"), F.min("ds").over(per_id)).alias("first_seen_ds"),
     )
-    reached = candidates.where(F.col("total") >= F.lit(min_count))
+    candidates = candidates.withColumn(
+        "indexed_on", F.min(F.when(F.col("total") >= F.lit(min_count), F.col("ds"))).over(per_id))
+    reached = candidates.where(F.col("ds") == F.col("indexed_on"))
     base = vocab_before.groupBy("field").agg(F.max("idx").alias("base"))
     order = (
         Window.partitionBy("field")
-        .orderBy(F.col("total").desc(), F.col("raw_id").asc())
+        .orderBy(F.col("ds").asc(), F.col("total").desc(), F.col("raw_id").asc())
         .rowsBetween(Window.unboundedPreceding, Window.currentRow)
     )
     additions = reached.join(base, on="field", how="left").select(
@@ -162,58 +171,36 @@ def assign_indices(
         (F.coalesce(F.col("base"), F.lit(UNKNOWN_IDX)) + F.row_number().over(order)).alias("idx"),
         F.col("total").alias("count"),
         "first_seen_ds",
-        day.alias("ds"),
+        "ds",
     )
-    pending = candidates.where(F.col("total") < F.lit(min_count)).select(
-        *key, F.col("day_count").alias("count"), day.alias("ds")
+    pending = candidates.where(F.col("indexed_on").isNull() | (F.col("ds") < F.col("indexed_on"))).select(
+        *key, F.col("day_count").alias("count"), "ds"
     )
     return conform(additions, VOCAB), conform(pending, VOCAB_PENDING)
 
 
-def processed_days(vocab: DataFrame, pending: DataFrame, days: DataFrame) -> DataFrame:
-    """The latest ``ds`` per kind, for :func:`check_day_order`: columns ``kind`` ('recorded' from
-    ``features/vocab_days``, 'written' from ``features/vocab`` and ``features/vocab_pending``) and ``ds``."""
-
-    def tag(df: DataFrame, kind: str) -> DataFrame:
-        return df.select(F.lit(kind).alias("kind"), F.col("ds"))
-
-    stacked = tag(vocab, "written").unionByName(tag(pending, "written")).unionByName(tag(days, "recorded"))
-    return stacked.groupBy("kind").agg(F.max("ds").alias("ds"))
-
-
-def check_day_order(ds: dt.date, *, last_recorded: dt.date | None, last_written: dt.date | None) -> None:
-    """Refuse a day the vocabulary cannot take now (JobInputError); the latest processed day may be rerun.
-
-    ``last_recorded``: the latest day in ``features/vocab_days`` (days that finished); ``last_written``: the
-    latest ``ds`` partition in ``features/vocab`` or ``features/vocab_pending`` (a run that died before its day
-    record leaves these).
-    """
-    latest = max((d for d in (last_recorded, last_written) if d is not None), default=None)
-    if latest is None or ds == latest:
-        return
-    if ds < latest:
-        raise JobInputError(
-            f"build_vocab assigns indices in day order and has already processed {latest}; {ds} is earlier. "
-            f"Only the latest day ({latest}) can be rerun: later days' indices were built on top of {ds}'s."
-        )
-    if last_recorded is None or last_recorded < latest:
-        raise JobInputError(
-            f"build_vocab for {latest} did not finish (its rows are written but not its day record in "
-            f"{DAYS_TABLE}); rerun --ds {latest} before {ds}"
-        )
-
-
-def lookup(df: DataFrame, vocab: DataFrame, field: str, raw_col: str, idx_col: str) -> DataFrame:
+def lookup(df: DataFrame, vocab: DataFrame, field: str, raw_col: str, idx_col: str,
+           from_col: str | None = None) -> DataFrame:
     """``df`` with ``idx_col`` (long): the index of ``df[raw_col]`` in ``field``; unknown or null ids -> 1.
+
+    ``from_col`` (optional) adds the day the index was assigned, as days since 1970-01-01 (int; null for an unknown
+    id): a frame that spans several days resolves the index as of each day with :func:`as_of`.
 
     A left join (no broadcast hint), so every row of ``df`` is kept exactly once (a vocab has one row per
     (field, raw_id)). ``vocab``: ``features/vocab`` (any version).
     """
-    raw_tmp, idx_tmp = f"__vocab_raw_{idx_col}", f"__vocab_idx_{idx_col}"
+    raw_tmp, idx_tmp, from_tmp = f"__vocab_raw_{idx_col}", f"__vocab_idx_{idx_col}", f"__vocab_from_{idx_col}"
     table = vocab.where(F.col("field") == F.lit(field)).select(
-        F.col("raw_id").alias(raw_tmp), F.col("idx").alias(idx_tmp)
+        F.col("raw_id").alias(raw_tmp), F.col("idx").alias(idx_tmp), F.unix_date("ds").alias(from_tmp)
     )
     joined = df.join(table, on=df[raw_col] == table[raw_tmp], how="left")
-    return joined.withColumn(idx_col, F.coalesce(F.col(idx_tmp), F.lit(UNKNOWN_IDX).cast(LongType()))).drop(
-        raw_tmp, idx_tmp
-    )
+    joined = joined.withColumn(idx_col, F.coalesce(F.col(idx_tmp), F.lit(UNKNOWN_IDX).cast(LongType())))
+    if from_col is not None:
+        joined = joined.withColumn(from_col, F.col(from_tmp))
+    return joined.drop(raw_tmp, idx_tmp, from_tmp)
+
+
+def as_of(idx: Column, assigned: Column, day: Column) -> Column:
+    """The index ``idx`` as a run for ``day`` (days since 1970-01-01) sees it: ``idx`` when it was assigned on or
+    before that day (``assigned``, from :func:`lookup`'s ``from_col``), else 1 (unknown)."""
+    return F.when(assigned <= day, idx).otherwise(F.lit(UNKNOWN_IDX).cast(LongType()))

@@ -1,10 +1,11 @@
-"""Build the evaluation sets for an anchor day D: ``features/split`` and ``features/rank_eval``.
+"""Build the evaluation sets for a range of anchor days: ``features/split`` and ``features/rank_eval``.
 
-    python -m jobs.build_rank_eval --lakehouse DIR --ds YYYY-MM-DD [--set test_days=1 --set valid_days=1]
-    spark-submit jobs/build_rank_eval.py --lakehouse DIR --ds YYYY-MM-DD
+    python -m jobs.build_rank_eval --lakehouse DIR --ds YYYY-MM-DD [--until YYYY-MM-DD] [--set test_days=1]
+    spark-submit jobs/build_rank_eval.py --lakehouse DIR --ds YYYY-MM-DD [--until YYYY-MM-DD]
 
-D is the last day of the data to evaluate on (usually the latest sample day). ``features/split`` is replaced as a
-whole (it holds the current split: the days up to D); ``features/rank_eval`` replaces its partition ``ds = D``.
+Each day D of the range is an anchor: the last day of the data to evaluate on (usually the latest sample day).
+``features/rank_eval`` replaces the partitions of the range's anchors (one plan, one commit); ``features/split`` is
+replaced as a whole by the split of the last anchor (it holds the current split: the days up to it).
 Definitions: ``features.rank_eval``.
 """
 
@@ -18,43 +19,48 @@ if __package__ in (None, ""):  # run as a file (spark-submit jobs/build_rank_eva
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from features import jobkit  # noqa: E402
+from features import jobkit, lineage  # noqa: E402
 from features import rank_eval as R  # noqa: E402
-from features.samples import SAMPLES_TABLE, catalogue_size, item_index  # noqa: E402
-from features.vocab import VOCAB_TABLE  # noqa: E402
+from features import tables as T  # noqa: E402
+from features.samples import catalogue_sizes, item_index  # noqa: E402
 
-INPUTS = {SAMPLES_TABLE: "build_samples", VOCAB_TABLE: "build_vocab",
-          "raw/items": "the catalogue import or generate_synthetic"}
+INPUTS = {T.SAMPLES: "build_samples", T.VOCAB: "build_vocab", T.RAW_ITEMS: "the catalogue import or generate_synthetic"}
 
 
 def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
-    lh, anchor, cfg = args.lakehouse, args.ds, args.config
+    lh, cfg, anchors = args.lakehouse, args.config, args.days()
+    claim = jobkit.claim(args, spark, T.RANK_EVAL)
+    lineage.check_range(lh, args.job, args.ds, args.last)
     inputs = {t: jobkit.require_table(spark, lh, t, produced_by=p) for t, p in INPUTS.items()}
     samples, vocab, items = (lh.read(spark, t, version=inputs[t]) for t in INPUTS)
-    samples = samples.where(F.col("ds") <= F.lit(anchor))
-    days = [r["ds"] for r in samples.select("ds").distinct().collect()]
-    if anchor not in days:
-        raise jobkit.JobInputError(f"features/samples has no rows for {anchor}; run build_samples for it first")
-    split = R.time_split(days, anchor, cfg)
-    vocab = vocab.where(F.col("ds") <= F.lit(anchor))
-    catalogue = catalogue_size(vocab)
-    result = R.rank_candidates(samples, item_index(vocab, items),
-                               test_days=[d for d, s in split if s == "test"], anchor=anchor,
-                               catalogue_size=catalogue, cfg=cfg)
+    samples = samples.where(F.col("ds") <= F.lit(args.last))
+    sample_days = sorted(lh.partition_rows(spark, T.SAMPLES, version=inputs[T.SAMPLES]))
+    lacking = [anchor for anchor in anchors if anchor not in sample_days]
+    if lacking:
+        raise jobkit.JobInputError(f"features/samples has no rows for {lacking[0]}; run build_samples for it first")
+    test_days = R.anchor_test_days(sample_days, anchors, cfg)
+    vocab = vocab.where(F.col("ds") <= F.lit(args.last))
+    result = R.rank_candidates(samples, item_index(vocab, items), anchors=test_days,
+                               catalogue=catalogue_sizes(vocab, anchors), cfg=cfg)
     for frame in result.shared:
         frame.persist()
     try:
-        out = {R.SPLIT_TABLE: lh.write(spark.createDataFrame([(d, s, anchor) for d, s in split], R.SPLIT),
-                                       R.SPLIT_TABLE, mode="overwrite"),
-               R.RANK_EVAL_TABLE: lh.write(result.rows, R.RANK_EVAL_TABLE, mode="overwrite", replace_ds=[anchor],
-                                           partition_by=["ds"])}
-        users = lh.read(spark, R.RANK_EVAL_TABLE, version=out[R.RANK_EVAL_TABLE]).where(F.col("ds") == F.lit(anchor))
-        counts = {f"{s}_days": sum(1 for _, x in split if x == s) for s in R.SPLITS}
-        counts |= {"rank_eval_users": users.count(), "users_skipped_few_negatives": result.skipped_users.count(),
-                   "candidates_per_user": cfg.negatives + 1}
+        out = {T.RANK_EVAL: claim.write(args, spark, result.rows, T.RANK_EVAL, mode="overwrite", replace_ds=anchors,
+                                        partition_by=["ds"])}
+        skipped = {r["ds"]: r["count"] for r in result.skipped_users.groupBy("ds").count().collect()}
     finally:
         for frame in result.shared:
             frame.unpersist()
+    split = R.time_split(sample_days, args.last, cfg)
+    out[T.SPLIT] = lh.write(spark.createDataFrame([(d, s, args.last) for d, s in split], R.SPLIT), T.SPLIT,
+                            mode="overwrite")
+    users = lh.partition_rows(spark, T.RANK_EVAL, version=out[T.RANK_EVAL])
+    counts = {}
+    for anchor in anchors:
+        roles = [s for _, s in R.time_split(sample_days, anchor, cfg)]
+        counts[anchor] = {**{f"{s}_days": roles.count(s) for s in R.SPLITS}, "rank_eval_users": users.get(anchor, 0),
+                          "users_skipped_few_negatives": skipped.get(anchor, 0),
+                          "candidates_per_user": cfg.negatives + 1}
     return jobkit.JobOutcome(inputs=inputs, outputs=out, counts=counts)
 
 

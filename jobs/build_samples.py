@@ -1,16 +1,18 @@
-"""Build one day of training samples: ``features/samples`` and the per-user state ``features/user_state``.
+"""Build a range of days of training samples: ``features/samples`` and the per-user state ``features/user_state``.
 
-    python -m jobs.build_samples --lakehouse DIR --ds YYYY-MM-DD [--config FILE] [--set hist_len=50]
-    spark-submit jobs/build_samples.py --lakehouse DIR --ds YYYY-MM-DD
+    python -m jobs.build_samples --lakehouse DIR --ds YYYY-MM-DD [--until YYYY-MM-DD] [--set hist_len=50]
+    spark-submit jobs/build_samples.py --lakehouse DIR --ds YYYY-MM-DD [--until YYYY-MM-DD]
 
-Reads the day's clean events, the vocabulary (build_vocab must have processed the day) and the user state of the
-previous processed day; definitions of every column are in ``features.samples``. A rerun replaces the day's
-partitions of both tables and gives the same rows; days run in order (a day whose previous event days have no
-state yet is refused).
+Reads the range's clean events, the vocabulary (build_vocab must have processed every day of the range) and each
+user's state as of the day before ``--ds``; definitions of every column are in ``features.samples``. The range is
+one plan and each table one commit; a rerun replaces the range's partitions of both tables and gives the same rows.
+Days run in order: every day before ``--ds`` must have been built, and a run that replaces built days goes on to the
+latest one (``features.lineage.check_range``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -19,77 +21,75 @@ if __package__ in (None, ""):  # run as a file (spark-submit jobs/build_samples.
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from features import jobkit  # noqa: E402
+from features import jobkit, lineage  # noqa: E402
 from features import samples as S  # noqa: E402
-from features.vocab import DAYS_TABLE as VOCAB_DAYS_TABLE  # noqa: E402
-from features.vocab import VOCAB_TABLE  # noqa: E402
+from features import tables as T  # noqa: E402
 
-INPUTS = {"features/events_clean": "validate_events", VOCAB_TABLE: "build_vocab", VOCAB_DAYS_TABLE: "build_vocab",
-          "raw/items": "the catalogue import or generate_synthetic",
-          "raw/users": "the profile import or generate_synthetic"}
+INPUTS = {T.EVENTS_CLEAN: "validate_events", T.VOCAB: "build_vocab",
+          T.RAW_ITEMS: "the catalogue import or generate_synthetic",
+          T.RAW_USERS: "the profile import or generate_synthetic"}
 
 
 def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
-    lh, ds, cfg = args.lakehouse, args.ds, args.config
+    lh, cfg, days = args.lakehouse, args.config, args.days()
+    claim = jobkit.claim(args, spark, T.SAMPLES)
+    lineage.check_range(lh, args.job, args.ds, args.last)
     inputs = {t: jobkit.require_table(spark, lh, t, produced_by=p) for t, p in INPUTS.items()}
-    events, vocab, vocab_days, items, users = (lh.read(spark, t, version=inputs[t]) for t in INPUTS)
-    if vocab_days.where(F.col("ds") == F.lit(ds)).isEmpty():
-        raise jobkit.JobInputError(f"build_vocab has not processed {ds}; run it for {ds} first")
+    events, vocab, items, users = (lh.read(spark, t, version=inputs[t]) for t in INPUTS)
     state_before = spark.createDataFrame([], S.USER_STATE)
-    if lh.exists(S.STATE_TABLE):
-        inputs[S.STATE_TABLE] = lh.spark_version(spark, S.STATE_TABLE)
-        state_before = lh.read(spark, S.STATE_TABLE, version=inputs[S.STATE_TABLE])
-    previous = S.previous_state_day(state_before, events, ds)
-    state_before = state_before.where(F.col("ds") == F.lit(previous))
-
-    if lh.exists(S.SAMPLES_TABLE):  # the arrays of one table share their lengths (the trainer reads them there)
-        built = lh.properties(S.SAMPLES_TABLE)
+    if lh.exists(T.USER_STATE):
+        inputs[T.USER_STATE] = lh.spark_version(spark, T.USER_STATE)
+        state_before = S.state_as_of(lh.read(spark, T.USER_STATE, version=inputs[T.USER_STATE]),
+                                     args.ds - dt.timedelta(days=1))
+    if lh.exists(T.SAMPLES):  # the arrays of one table share their lengths (the trainer reads them there)
+        built = lh.properties(T.SAMPLES)
         clashes = [f"{k}={built[k]} (asked: {v})" for k, v in cfg.table_properties().items() if built.get(k, v) != v]
         if clashes:
-            raise jobkit.JobInputError(f"{S.SAMPLES_TABLE} was built with {', '.join(clashes)}; use the same settings "
+            raise jobkit.JobInputError(f"{T.SAMPLES} was built with {', '.join(clashes)}; use the same settings "
                                        "or another lakehouse")
-    vocab = vocab.where(F.col("ds") <= F.lit(ds))
-    catalogue = S.catalogue_size(vocab)
-    if catalogue < 2:
-        raise jobkit.JobInputError(f"the item vocabulary up to {ds} has {catalogue} item(s); negatives need >= 2")
-    day_events = events.where(F.col("ds") == F.lit(ds))
-    day = S.build_day(day_events, state_before, S.item_index(vocab, items),
-                      S.user_index(vocab, users), catalogue_size=catalogue, ds=ds, cfg=cfg)
-    for frame in day.shared:
+    vocab = vocab.where(F.col("ds") <= F.lit(args.last))
+    catalogue = S.catalogue_sizes(vocab, days)
+    small = [day for day in days if catalogue[day] < 2]
+    if small:
+        raise jobkit.JobInputError(f"the item vocabulary up to {small[0]} has {catalogue[small[0]]} item(s); "
+                                   "negatives need >= 2")
+    range_events = events.where(F.col("ds").between(args.ds, args.last))
+    built = S.build_range(range_events, state_before, S.item_index(vocab, items), S.user_index(vocab, users),
+                          catalogue=catalogue, first=args.ds, last=args.last, cfg=cfg)
+    for frame in built.shared:
         frame.persist()
     try:
         # a fixed number of files per day (hash of sample_id: the same on a rerun), so N training ranks, which
         # Petastorm shards by row group, each get data however small the day is
-        samples = day.samples.repartition(cfg.output_files, "sample_id")
-        out = {S.SAMPLES_TABLE: lh.write(samples, S.SAMPLES_TABLE, mode="overwrite", replace_ds=[ds],
-                                         partition_by=["ds"], constraints=S.samples_constraints(cfg),
-                                         properties=cfg.table_properties()),
-               S.STATE_TABLE: lh.write(day.state, S.STATE_TABLE, mode="overwrite", replace_ds=[ds],
-                                       partition_by=["ds"])}
-        counts = _counts(spark, args, out, day.clicks)
-        # other behaviour types (e.g. purchase) pass validation but are not samples: counted, not silently lost
-        counts["other_event_types"] = day_events.where(~F.col("event_type").isin("impression", "click")).count()
+        samples = built.samples.repartition(cfg.output_files, "sample_id")
+        out = {T.SAMPLES: claim.write(args, spark, samples, T.SAMPLES, mode="overwrite", replace_ds=days,
+                                      partition_by=["ds"], constraints=S.samples_constraints(cfg),
+                                      properties=cfg.table_properties()),
+               T.USER_STATE: lh.write(built.state, T.USER_STATE, mode="overwrite", replace_ds=days,
+                                      partition_by=["ds"])}
+        per_day = {r["ds"]: r.asDict() for r in built.counts.collect()}
     finally:
-        for frame in day.shared:
+        for frame in built.shared:
             frame.unpersist()
+    # other behaviour types (e.g. purchase) pass validation but are not samples: counted, not silently lost
+    others = {r["ds"]: r["count"] for r in range_events.where(~F.col("event_type").isin("impression", "click"))
+              .groupBy("ds").count().collect()}
+    committed = lh.partition_rows(spark, T.SAMPLES, version=out[T.SAMPLES])
+    state_rows = lh.partition_rows(spark, T.USER_STATE, version=out[T.USER_STATE])
+    counts = {}
+    for day in days:
+        row = {k: v for k, v in per_day.get(day, {}).items() if k != "ds"}
+        row = {key: row.get(key, 0) for key in COUNTS}
+        if committed.get(day, 0) != row["samples"]:
+            raise RuntimeError(f"invariant broken for {day}: {row['samples']} samples computed, "
+                               f"{committed.get(day, 0)} committed to {T.SAMPLES}")
+        counts[day] = {**row, "negatives_from_exposures": row["clicks"] - row["negatives_sampled"],
+                       "state_users": state_rows.get(day, 0), "other_event_types": others.get(day, 0)}
     return jobkit.JobOutcome(inputs=inputs, outputs=out, counts=counts)
 
 
-def _counts(spark, args: jobkit.JobArgs, out: dict[str, int], clicks) -> dict[str, int]:
-    """Counts read back from the written partitions, and the day's clicks by attribution and negative source."""
-    day = F.col("ds") == F.lit(args.ds)
-    samples = args.lakehouse.read(spark, S.SAMPLES_TABLE, version=out[S.SAMPLES_TABLE]).where(day)
-    row = samples.agg(F.count(F.lit(1)).alias("samples"), F.coalesce(F.sum("label"), F.lit(0)).alias("positives"),
-                      F.coalesce(F.sum("hist_len"), F.lit(0)).alias("history_steps")).first()
-    state_users = args.lakehouse.read(spark, S.STATE_TABLE, version=out[S.STATE_TABLE]).where(day).count()
-    c = clicks.agg(
-        F.count(F.lit(1)).alias("clicks"),
-        F.count(F.when(F.col("attributed") == "late", 1)).alias("late_clicks"),
-        F.count(F.when(F.col("attributed").isNull(), 1)).alias("unattributed_clicks"),
-        F.count(F.when(F.col("neg_is_sampled") == 1, 1)).alias("negatives_sampled"),
-    ).first()
-    return {**row.asDict(), **c.asDict(), "negatives_from_exposures": c["clicks"] - c["negatives_sampled"],
-            "state_users": state_users}
+COUNTS = ("samples", "positives", "history_steps", "clicks", "late_clicks", "unattributed_clicks",
+          "negatives_sampled")
 
 
 def main(argv: list[str] | None = None) -> int:

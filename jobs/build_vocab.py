@@ -1,10 +1,13 @@
-"""Add one day to the append-only vocabulary ``features/vocab`` (raw id -> index per field; see ``features.vocab``).
+"""Add a range of days to the append-only vocabulary ``features/vocab`` (raw id -> index per field; see
+``features.vocab``).
 
-    python -m jobs.build_vocab --lakehouse DIR --ds YYYY-MM-DD [--config FILE] [--set min_count=2]
-    spark-submit jobs/build_vocab.py --lakehouse DIR --ds YYYY-MM-DD
+    python -m jobs.build_vocab --lakehouse DIR --ds YYYY-MM-DD [--until YYYY-MM-DD] [--set min_count=2]
+    spark-submit jobs/build_vocab.py --lakehouse DIR --ds YYYY-MM-DD [--until YYYY-MM-DD]
 
-Days run in order; the latest processed day may be rerun (it replaces its own additions, computed from the days
-before it). Writes ``features/vocab_pending``, ``features/vocab`` and, last, ``features/vocab_days``.
+The days are computed in one plan from the vocabulary of the days before ``--ds``; writes ``features/vocab``,
+``features/vocab_pending`` and ``features/vocab_days``, one commit each. Days run in order: every day
+validate_events processed before ``--ds`` must be in the vocabulary, and a run that replaces processed days goes on
+to the latest one (``features.lineage.check_range``).
 """
 
 from __future__ import annotations
@@ -17,44 +20,56 @@ if __package__ in (None, ""):  # run as a file (spark-submit jobs/build_vocab.py
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from features import jobkit  # noqa: E402
+from features import jobkit, lineage  # noqa: E402
+from features import tables as T  # noqa: E402
 from features import vocab as V  # noqa: E402
 
-INPUTS = {"features/events_clean": "validate_events", "raw/items": "the catalogue import or generate_synthetic",
-          "raw/users": "the profile import or generate_synthetic"}
-STATE = {V.VOCAB_TABLE: V.VOCAB, V.PENDING_TABLE: V.VOCAB_PENDING, V.DAYS_TABLE: V.VOCAB_DAYS}
+INPUTS = {T.EVENTS_CLEAN: "validate_events", T.RAW_ITEMS: "the catalogue import or generate_synthetic",
+          T.RAW_USERS: "the profile import or generate_synthetic"}
+STATE = {T.VOCAB: V.VOCAB, T.VOCAB_PENDING: V.VOCAB_PENDING}
 
 
 def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
-    lh, ds, cfg = args.lakehouse, args.ds, args.config
+    lh, cfg, days = args.lakehouse, args.config, args.days()
+    claim = jobkit.claim(args, spark, T.VOCAB)
+    lineage.check_range(lh, args.job, args.ds, args.last)
     inputs = {t: jobkit.require_table(spark, lh, t, produced_by=p) for t, p in INPUTS.items()}
     inputs |= {t: lh.spark_version(spark, t) for t in STATE if lh.exists(t)}  # the vocabulary so far, pinned
-    vocab, pending, days = (lh.read(spark, t, version=inputs[t]) if t in inputs else spark.createDataFrame([], s)
-                            for t, s in STATE.items())
-    last = {r["kind"]: r["ds"] for r in V.processed_days(vocab, pending, days).collect()}
-    V.check_day_order(ds, last_recorded=last.get("recorded"), last_written=last.get("written"))
-
+    before = F.col("ds") < F.lit(args.ds)
+    vocab, pending = (lh.read(spark, t, version=inputs[t]).where(before) if t in inputs
+                      else spark.createDataFrame([], s) for t, s in STATE.items())
     events, items, users = (lh.read(spark, t, version=inputs[t]) for t in INPUTS)
-    day, before = F.col("ds") == F.lit(ds), F.col("ds") < F.lit(ds)
-    events = events.where(day)
-    counts = V.day_counts(events, items, users).persist()  # read by both writes below
+    counts = V.day_counts(events.where(F.col("ds").between(args.ds, args.last)), items, users).persist()
+    additions, pending_days = V.assign_indices(counts, vocab, pending, min_count=cfg.min_count)
+    additions, pending_days = additions.persist(), pending_days.persist()
     try:
-        additions, pending_day = V.assign_indices(counts, vocab.where(before), pending.where(before), ds=ds,
-                                                  min_count=cfg.min_count)
-        out = {V.PENDING_TABLE: lh.write(pending_day, V.PENDING_TABLE, mode="overwrite", replace_ds=[ds],
-                                         partition_by=["ds"]),
-               V.VOCAB_TABLE: lh.write(additions, V.VOCAB_TABLE, mode="overwrite", replace_ds=[ds],
-                                       partition_by=["ds"], constraints=V.VOCAB_CONSTRAINTS)}
+        new = {(r["ds"], r["field"]): r["count"] for r in additions.groupBy("ds", "field").count().collect()}
+        waiting = {r["ds"]: r["count"] for r in pending_days.groupBy("ds").count().collect()}
+        events_per_day = {r["ds"]: r["events"] for r in counts.where(F.col("field") == "user").groupBy("ds").agg(
+            F.sum("count").alias("events")).collect()}
+        out = {T.VOCAB: claim.write(args, spark, additions, T.VOCAB, mode="overwrite", replace_ds=days,
+                                    partition_by=["ds"], constraints=V.VOCAB_CONSTRAINTS),
+               T.VOCAB_PENDING: lh.write(pending_days, T.VOCAB_PENDING, mode="overwrite", replace_ds=days,
+                                         partition_by=["ds"])}
     finally:
-        counts.unpersist()
-    new = {r["field"]: r["count"] for r in lh.read(spark, V.VOCAB_TABLE).where(day).groupBy("field").count().collect()}
-    n_pending = lh.read(spark, V.PENDING_TABLE).where(day).count()
-    record = spark.createDataFrame([(ds, cfg.min_count, sum(new.values()), n_pending)], V.VOCAB_DAYS)
-    out[V.DAYS_TABLE] = lh.write(record, V.DAYS_TABLE, mode="overwrite", replace_ds=[ds],
-                                 partition_by=["ds"])  # last: the day is done
-    return jobkit.JobOutcome(inputs=inputs, outputs=out, counts={
-        "events": events.count(), "new_ids": sum(new.values()), "pending_ids": n_pending,
-        "vocab_ids": lh.count(V.VOCAB_TABLE), **{f"new_ids.{f}": new.get(f, 0) for f in V.FIELDS}})
+        for frame in (counts, additions, pending_days):
+            frame.unpersist()
+    per_day = {day: sum(n for (d, _), n in new.items() if d == day) for day in days}
+    record = spark.createDataFrame([(day, cfg.min_count, per_day[day], waiting.get(day, 0)) for day in days],
+                                   V.VOCAB_DAYS)
+    out[T.VOCAB_DAYS] = lh.write(record, T.VOCAB_DAYS, mode="overwrite", replace_ds=days, partition_by=["ds"])
+    committed = lh.partition_rows(spark, T.VOCAB, version=out[T.VOCAB])
+    total = sum(n for d, n in committed.items() if d < args.ds)
+    result = {}
+    for day in days:
+        if committed.get(day, 0) != per_day[day]:
+            raise RuntimeError(f"invariant broken for {day}: {per_day[day]} new ids computed, "
+                               f"{committed.get(day, 0)} committed to {T.VOCAB}")
+        total += per_day[day]
+        result[day] = {"events": events_per_day.get(day, 0), "new_ids": per_day[day],
+                       "pending_ids": waiting.get(day, 0), "vocab_ids": total,
+                       **{f"new_ids.{f}": new.get((day, f), 0) for f in V.FIELDS}}
+    return jobkit.JobOutcome(inputs=inputs, outputs=out, counts=result)
 
 
 def main(argv: list[str] | None = None) -> int:

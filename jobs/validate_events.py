@@ -1,10 +1,13 @@
-"""Validate one day of ``raw/events``: clean events to ``features/events_clean``, bad rows to ``features/quarantine``.
+"""Validate a range of days of ``raw/events``: clean events to ``features/events_clean``, bad rows to
+``features/quarantine``.
 
-    python -m jobs.validate_events --lakehouse DIR --ds YYYY-MM-DD [--config FILE] [--set key=value]
-    spark-submit jobs/validate_events.py --lakehouse DIR --ds YYYY-MM-DD
+    python -m jobs.validate_events --lakehouse DIR --ds YYYY-MM-DD [--until YYYY-MM-DD] [--config FILE] [--set k=v]
+    spark-submit jobs/validate_events.py --lakehouse DIR --ds YYYY-MM-DD [--until YYYY-MM-DD]
 
-Rules and reason codes: ``features.events``. A rerun replaces the day's clean partition and the job's slice of
-the day's quarantine, so it gives the same rows.
+Rules and reason codes: ``features.events``. The days are validated in one plan and each table is committed once;
+a rerun replaces the range's clean partitions and the job's slice of the range's quarantine, so it gives the same
+rows. Rewriting a day that later jobs have built on makes their days stale: the run says which and prints the
+command that rebuilds them (``features.lineage``).
 """
 
 from __future__ import annotations
@@ -16,46 +19,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file (spark-submit jobs/validate_events.py): make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pydantic import Field  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from features import jobkit  # noqa: E402
-from features.events import clean_events  # noqa: E402
+from features import tables as T  # noqa: E402
+from features.events import MAX_CLICK_WINDOW_SECONDS, clean_events  # noqa: E402
 
 
 class ValidateConfig(jobkit.JobConfig):
     event_types: tuple[str, ...] = ("impression", "click")
     max_clock_skew_seconds: int = 300
-    click_window_seconds: int = 1800
-
-
-def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
-    lh, ds, cfg = args.lakehouse, args.ds, args.config
-    raw_version = jobkit.require_table(spark, lh, "raw/events", produced_by="the event import or generate_synthetic")
-    raw = lh.read(spark, "raw/events", version=raw_version).where(F.col("ds") == F.lit(ds))
-    previous = None
-    if lh.exists("features/events_clean"):
-        previous = lh.read(spark, "features/events_clean").where(F.col("ds") == F.lit(ds - dt.timedelta(days=1)))
-    result = clean_events(raw, ds=ds, now=dt.datetime.now(dt.UTC).replace(tzinfo=None), event_types=cfg.event_types,
-                          max_clock_skew_seconds=cfg.max_clock_skew_seconds,
-                          click_window_seconds=cfg.click_window_seconds, previous_impressions=previous)
-    variants = result.variants.persist()
-    try:
-        # counted first: this materialises the cache, which both writes then read. (After the clean write, Delta
-        # re-caches every frame that reads events_clean, as this one does for the day before: counting then would
-        # compute the validation a third time.)
-        duplicates = variants.agg(F.coalesce(F.sum(F.col("copies") - 1), F.lit(0))).first()[0]
-        # the columns of features.schemas.QUARANTINE
-        quarantine = result.rejected.select(F.lit(ds).alias("ds"), F.lit(args.job).alias("job"),
-                                            F.lit(args.run_id).alias("run_id"), "reason", "event_id", "raw_row")
-        q_version = lh.write(quarantine, "features/quarantine",
-                             mode="overwrite", replace_ds=[ds], replace_match={"job": args.job}, partition_by=["ds"])
-        clean_version = lh.write(result.clean, "features/events_clean", mode="overwrite", replace_ds=[ds],
-                                 partition_by=["ds"], constraints=CLEAN_CONSTRAINTS)
-        counts = _counts(spark, args, raw, duplicates, clean_version, q_version)
-    finally:
-        variants.unpersist()
-    return jobkit.JobOutcome(inputs={"raw/events": raw_version}, counts=counts,
-                             outputs={"features/events_clean": clean_version, "features/quarantine": q_version})
+    click_window_seconds: int = Field(default=1800, ge=0, le=MAX_CLICK_WINDOW_SECONDS)
 
 
 CLEAN_CONSTRAINTS = {
@@ -65,20 +40,61 @@ CLEAN_CONSTRAINTS = {
 }
 
 
-def _counts(spark, args, raw, duplicates: int, clean_version: int, q_version: int) -> dict[str, int]:
-    """Counts read back from the written tables, and the invariant rows in = clean + quarantined + duplicates."""
-    lh, ds = args.lakehouse, args.ds
-    rows_in = raw.count()
-    clean = lh.read(spark, "features/events_clean", version=clean_version).where(F.col("ds") == F.lit(ds)).count()
-    slice_ = lh.read(spark, "features/quarantine", version=q_version).where(
-        (F.col("ds") == F.lit(ds)) & (F.col("job") == args.job))
-    per_reason = {row["reason"]: row["count"] for row in slice_.groupBy("reason").count().collect()}
-    quarantined = sum(per_reason.values())
-    if rows_in != clean + quarantined + duplicates:
-        raise RuntimeError(f"invariant broken for {ds}: rows in {rows_in} != clean {clean} + quarantined "
-                           f"{quarantined} + duplicates dropped {duplicates}")
-    return {"rows_in": rows_in, "clean": clean, "quarantined": quarantined, "duplicates_dropped": duplicates,
-            **{f"quarantined.{reason}": n for reason, n in sorted(per_reason.items())}}
+def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
+    lh, cfg, days = args.lakehouse, args.config, args.days()
+    claim = jobkit.claim(args, spark, T.EVENTS_CLEAN)
+    raw_version = jobkit.require_table(spark, lh, T.RAW_EVENTS, produced_by="the event import or generate_synthetic")
+    inputs = {T.RAW_EVENTS: raw_version}
+    raw = lh.read(spark, T.RAW_EVENTS, version=raw_version).where(F.col("ds").between(args.ds, args.last))
+    previous = None
+    if lh.exists(T.EVENTS_CLEAN):
+        inputs[T.EVENTS_CLEAN] = lh.spark_version(spark, T.EVENTS_CLEAN)
+        previous = lh.read(spark, T.EVENTS_CLEAN, version=inputs[T.EVENTS_CLEAN]).where(
+            F.col("ds") == F.lit(args.ds - dt.timedelta(days=1)))
+    result = clean_events(raw, now=dt.datetime.now(dt.UTC).replace(tzinfo=None), event_types=cfg.event_types,
+                          max_clock_skew_seconds=cfg.max_clock_skew_seconds,
+                          click_window_seconds=cfg.click_window_seconds, previous_impressions=previous)
+    variants = result.variants.persist()
+    try:
+        # per day and reason: distinct rows and their copies (computed once: both writes read the cache)
+        tally = variants.groupBy("ds", "reason").agg(F.count(F.lit(1)).alias("rows"),
+                                                     F.sum("copies").alias("copies")).collect()
+        clean_version = claim.write(args, spark, result.clean, T.EVENTS_CLEAN, mode="overwrite", replace_ds=days,
+                                    partition_by=["ds"], constraints=CLEAN_CONSTRAINTS)
+        # the columns of features.schemas.QUARANTINE
+        quarantine = result.rejected.select("ds", F.lit(args.job).alias("job"), F.lit(args.run_id).alias("run_id"),
+                                            "reason", "event_id", "raw_row")
+        q_version = lh.write(quarantine, T.QUARANTINE, mode="overwrite", replace_ds=days,
+                             replace_match={"job": args.job}, partition_by=["ds"])
+    finally:
+        variants.unpersist()
+    counts = _counts(spark, args, tally, raw_version, clean_version)
+    return jobkit.JobOutcome(inputs=inputs, counts=counts,
+                             outputs={T.EVENTS_CLEAN: clean_version, T.QUARANTINE: q_version})
+
+
+def _counts(spark, args: jobkit.JobArgs, tally, raw_version: int, clean_version: int) -> dict[dt.date, dict[str, int]]:
+    """Each day's counts from the plan, checked against the Delta log's row statistics: rows in (raw/events) =
+    clean (as committed) + quarantined + duplicates dropped."""
+    lh = args.lakehouse
+    raw_rows = lh.partition_rows(spark, T.RAW_EVENTS, version=raw_version)
+    committed = lh.partition_rows(spark, T.EVENTS_CLEAN, version=clean_version)
+    counts = {}
+    for day in args.days():
+        rows = [r for r in tally if r["ds"] == day]
+        clean = sum(r["rows"] for r in rows if r["reason"] is None)
+        per_reason = {r["reason"]: r["rows"] for r in rows if r["reason"] is not None}
+        quarantined = sum(per_reason.values())
+        duplicates = sum(r["copies"] - r["rows"] for r in rows)
+        rows_in = sum(r["copies"] for r in rows)
+        if committed.get(day, 0) != clean or raw_rows.get(day, rows_in) != rows_in:
+            raise RuntimeError(f"invariant broken for {day}: rows in {raw_rows.get(day)} (raw/events) != clean "
+                               f"{committed.get(day, 0)} (committed) + quarantined {quarantined} + duplicates dropped "
+                               f"{duplicates}")
+        counts[day] = {"rows_in": rows_in, "clean": clean, "quarantined": quarantined,
+                       "duplicates_dropped": duplicates,
+                       **{f"quarantined.{reason}": n for reason, n in sorted(per_reason.items())}}
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:

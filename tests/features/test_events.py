@@ -43,7 +43,7 @@ CONFLICT = [
 
 def run(spark, rows, **kwargs):
     raw = spark.createDataFrame(rows, RAW_EVENTS)
-    result = clean_events(raw, ds=DS, now=NOW, **kwargs)
+    result = clean_events(raw, now=NOW, **kwargs)
     rejected = {(r.event_id, r.reason) for r in result.rejected.collect()}
     return result, rejected
 

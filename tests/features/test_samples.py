@@ -8,6 +8,7 @@ reasoning); items map to indices through ``IDX`` (a=2 ... z=16, unknown 'zz' -> 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import pytest
 from chispa import assert_df_equality
@@ -18,9 +19,9 @@ from features.samples import (
     USER_STATE,
     SamplesConfig,
     _sampled_negative,
-    build_day,
+    build_range,
     item_index,
-    previous_state_day,
+    state_as_of,
     user_index,
 )
 from features.schemas import RAW_EVENTS, RAW_ITEMS, RAW_USERS, SAMPLES
@@ -87,20 +88,25 @@ def lookups(spark):
     return item_index(vocab, items), user_index(vocab, users)
 
 
+def build(spark, lookups, log, state_before, first, last, cfg=CFG):
+    items, users = lookups
+    catalogue = {first + dt.timedelta(days=n): CATALOGUE for n in range((last - first).days + 1)}
+    return build_range(spark.createDataFrame(log, RAW_EVENTS), state_before, items, users, catalogue=catalogue,
+                       first=first, last=last, cfg=cfg)
+
+
 @pytest.fixture(scope="module")
 def days(spark, lookups):
-    items, users = lookups
     empty = spark.createDataFrame([], USER_STATE)
-    day1 = build_day(spark.createDataFrame(DAY1, RAW_EVENTS), empty, items, users, catalogue_size=CATALOGUE, ds=D1,
-                     cfg=CFG)
-    state1 = day1.state.localCheckpoint()
-    day2 = build_day(spark.createDataFrame(DAY2, RAW_EVENTS), state1, items, users, catalogue_size=CATALOGUE,
-                     ds=D2, cfg=CFG)
+    state1 = build(spark, lookups, DAY1, empty, D1, D1).state.localCheckpoint()
+    day2 = build(spark, lookups, DAY2, state_as_of(state1, D1), D2, D2)
     for frame in day2.shared:  # computed once for the three results below, as the job does
         frame.persist()
     samples2 = day2.samples.localCheckpoint()
     result = {"state1": state1, "samples2": samples2, "state2": day2.state.localCheckpoint(),
-              "clicks2": day2.clicks.localCheckpoint(), "by_id": {r["sample_id"]: r for r in samples2.collect()}}
+              "counts2": {k: v for k, v in day2.counts.first().asDict().items() if k != "ds"},
+              "clicks2": day2.clicks.localCheckpoint(),
+              "by_id": {r["sample_id"]: r for r in samples2.collect()}}
     for frame in day2.shared:
         frame.unpersist()
     return result
@@ -170,11 +176,9 @@ def test_dstn_sets(days, sample_id, ctx, clk, unclk):
 def test_context_is_the_users_own_request(spark, lookups):
     # a request id is one user's page: u2's r1 (a reused id) shows only c, so c's context is empty, and u1's a sees
     # only b, never c (by position c would come first)
-    items, users = lookups
     log = [ev("x1", "u1", "a", "imp", D1, "09:00:00", "r1", 2), ev("x2", "u1", "b", "imp", D1, "09:00:00", "r1", 3),
            ev("x3", "u2", "c", "imp", D1, "09:00:00", "r1", 1)]
-    day = build_day(spark.createDataFrame(log, RAW_EVENTS), spark.createDataFrame([], USER_STATE), items, users,
-                    catalogue_size=CATALOGUE, ds=D1, cfg=CFG)
+    day = build(spark, lookups, log, spark.createDataFrame([], USER_STATE), D1, D1)
     got = {r["sample_id"]: (r["ctx_item_idx"], r["ctx_len"]) for r in day.samples.collect()}
     assert got == {"x1": (seq(["b"], 2)[0], 1), "x2": (seq(["a"], 2)[0], 1), "x3": ([0, 0], 0)}
 
@@ -232,48 +236,60 @@ def test_sampled_negatives_are_seeded_uniform_and_never_the_clicked_item(spark):
     assert _sample_fallback(kept, 4, 1).select("sampled_idx", "neg_is_sampled").first() == (None, 0)
 
 
-def test_incremental_equals_full_recompute_whatever_the_input_order(spark):
-    """Day 2 from the state of day 1 equals day 2 computed from both days' events at once, also when the input is
-    shuffled and repartitioned (guarantee 14)."""
-    synthetic = generate(spark, SyntheticConfig(users=40, items=60, days=2, seed=5, requests_per_user_day=4))
-    vocab = synthetic.events.select("item_id").distinct().select(
-        F.lit("item").alias("field"), F.col("item_id").alias("raw_id"))
-    vocab = vocab.withColumn("idx", F.dense_rank().over(Window.orderBy("raw_id")) + 1).select(
-        "field", "raw_id", F.col("idx").cast("long"), F.lit(1).cast("long").alias("count"),
-        F.lit(D1).alias("first_seen_ds"), F.lit(D1).alias("ds"))
+def test_any_split_of_a_range_gives_the_same_rows_whatever_the_input_order(spark):
+    """Three days built one day at a time, as 1 + 2 days and as one range give the same samples and state, also when
+    the range's input is shuffled and repartitioned and the indices are joined by shuffle (guarantee 14).
+
+    min_count-like late indices: half the items enter the vocabulary only on the second day, so a day-1 click of such
+    an item is unknown (1) in day-1 samples and known in later days' histories; K = 3 and a short retention make the
+    state drop exposures, which the range must not see either."""
+    synthetic = generate(spark, SyntheticConfig(users=40, items=60, days=3, seed=5, requests_per_user_day=4))
+    d3 = D2 + dt.timedelta(days=1)
+    ranked = synthetic.events.select(F.col("item_id").alias("raw_id")).distinct().withColumn(
+        "idx", (F.dense_rank().over(Window.orderBy("raw_id")) + 1).cast("long"))
+    vocab = ranked.select(F.lit("item").alias("field"), "raw_id", "idx", F.lit(1).cast("long").alias("count"),
+                          F.lit(D1).alias("first_seen_ds"),
+                          F.when(F.col("idx") % 2 == 0, F.lit(D1)).otherwise(F.lit(D2)).alias("ds"))
     size = vocab.count()
     items, users = item_index(vocab, synthetic.items), user_index(vocab, synthetic.users)
-    cfg = SamplesConfig(hist_len=5, ctx_size=3, clk_size=3, unclk_size=3, exposure_candidates=6,
+    cfg = SamplesConfig(hist_len=5, ctx_size=3, clk_size=3, unclk_size=3, exposure_candidates=3,
                         lookback_seconds=6 * 3600, negative_window_seconds=3600)
     events = synthetic.events.localCheckpoint()
-    first = build_day(events.where(F.col("ds") == F.lit(D1)), spark.createDataFrame([], USER_STATE), items, users,
-                      catalogue_size=size, ds=D1, cfg=cfg)
-    incremental = build_day(events.where(F.col("ds") == F.lit(D2)), first.state.localCheckpoint(), items, users,
-                            catalogue_size=size, ds=D2, cfg=cfg).samples.localCheckpoint()
+    empty = spark.createDataFrame([], USER_STATE)
+
+    def run(parts, source):
+        state, samples, states = empty, [], []
+        for first, last in parts:
+            days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+            part = build_range(source.where(F.col("ds").between(first, last)),
+                               state_as_of(state, first - dt.timedelta(days=1)), items, users,
+                               catalogue={d: size for d in days}, first=first, last=last, cfg=cfg)
+            samples.append(part.samples.localCheckpoint())
+            states.append(part.state.localCheckpoint())
+            state = states[-1] if state is empty else state.unionByName(states[-1])
+        return functools.reduce(lambda a, b: a.unionByName(b), samples), state
+
+    daily = run([(D1, D1), (D2, D2), (d3, d3)], events)
+    halves = run([(D1, D1), (D2, d3)], events)
     shuffled = events.orderBy(F.xxhash64("event_id")).repartition(7)
-    # the full recompute also joins the indices by shuffle: the same rows as by broadcast
-    full = build_day(shuffled, spark.createDataFrame([], USER_STATE), items, users, catalogue_size=size, ds=D2,
-                     cfg=cfg.model_copy(update={"broadcast_lookups": False})).samples
-    day2_ids = events.where((F.col("ds") == F.lit(D2)) & (F.col("event_type") == "impression")).select(
-        F.col("event_id").alias("sample_id"))
-    full = full.join(day2_ids, on="sample_id", how="left_semi")
-    assert incremental.count() == day2_ids.count() > 100
-    assert incremental.agg(F.sum("hist_len")).first()[0] > 0 and incremental.agg(F.sum("unclk_len")).first()[0] > 0
-    assert_df_equality(incremental, full, ignore_row_order=True, ignore_nullable=True)
+    whole = run([(D1, d3)], shuffled)
+    assert daily[0].count() == events.where(F.col("event_type") == "impression").count() > 300
+    assert daily[0].agg(F.sum("hist_len")).first()[0] > 0 and daily[0].agg(F.sum("unclk_len")).first()[0] > 0
+    assert daily[0].where(F.array_contains("hist_item_idx", 1)).count() > 0  # unknown on day 1, known later
+    for other in (halves, whole):
+        assert_df_equality(daily[0], other[0], ignore_row_order=True, ignore_nullable=True)
+        assert_df_equality(daily[1], other[1], ignore_row_order=True, ignore_nullable=True)
+    by_shuffle = build_range(events, empty, items, users, catalogue={d: size for d in (D1, D2, d3)}, first=D1,
+                             last=d3, cfg=cfg.model_copy(update={"broadcast_lookups": False})).samples
+    assert_df_equality(daily[0], by_shuffle, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_previous_state_day_refuses_a_gap(spark):
-    from features.jobkit import JobInputError
-
-    events = spark.createDataFrame(DAY1 + DAY2, RAW_EVENTS)
-    no_state = spark.createDataFrame([], USER_STATE)
-    assert previous_state_day(no_state, events, D1) is None
-    with pytest.raises(JobInputError, match="2026-01-01 has clean events and no state"):
-        previous_state_day(no_state, events, D2)
-    state1 = spark.createDataFrame([("u1", [], [], D1)], USER_STATE)
-    assert previous_state_day(state1, events, D2) == D1
-    day1_only = spark.createDataFrame(DAY1, RAW_EVENTS)
-    assert previous_state_day(state1, day1_only, dt.date(2026, 1, 9)) == D1  # days without events need no state
+def test_state_as_of_is_each_users_latest_row_up_to_the_day(spark):
+    d3 = D2 + dt.timedelta(days=1)
+    state = spark.createDataFrame([("u1", [], [], D1), ("u1", [], [], d3), ("u2", [], [], D2)], USER_STATE)
+    got = {(r["user_id"], r["ds"]) for r in state_as_of(state, D2).collect()}
+    assert got == {("u1", D1), ("u2", D2)}
+    assert state_as_of(state, dt.date(2025, 12, 31)).isEmpty()
 
 
 def test_config_refuses_sets_larger_than_their_source():
