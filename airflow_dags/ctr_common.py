@@ -56,12 +56,12 @@ def require_spark_connection(conn_id: str) -> None:
 class FeatureJobOperator(SparkSubmitOperator):
     """One feature job, ``spark-submit jobs/<job>.py --lakehouse L --ds FIRST --until LAST``, with Delta configured.
 
-    The days are the run's data interval (``{{ ds }}``), or ``{{ ds }}`` to the conf's ``until`` for a catch-up in
-    one run (one JVM for all the days). ``day_plan`` names a check of ``jobs.airflow_tasks.DAY_PLANS``, run before
-    the submit: it may start the range later (days a backfill must not redo) or skip the task.
+    The days asked for are the run's data interval (``{{ ds }}``), or ``{{ ds }}`` to the conf's ``until``. Before the
+    submit, ``jobs.airflow_tasks.feature_plan`` widens them to the job's missing and stale days since the DAG's start
+    date and to the later days built on them (one range job catches up everything), or skips the task.
     """
 
-    def __init__(self, *, job: str, day_plan: str | None = None, settings: Settings = SETTINGS, **kwargs: Any):
+    def __init__(self, *, job: str, settings: Settings = SETTINGS, **kwargs: Any):
         super().__init__(
             task_id=job,
             application=settings.application(job),
@@ -78,8 +78,8 @@ class FeatureJobOperator(SparkSubmitOperator):
             **kwargs,
         )
         self.job = job
-        self.day_plan = day_plan
         self.lakehouse = settings.lakehouse
+        self.since = settings.start_date
 
     def execute(self, context: Any) -> None:
         require_spark_connection(self._conn_id)
@@ -87,15 +87,16 @@ class FeatureJobOperator(SparkSubmitOperator):
         first, last = args[args.index("--ds") + 1], args[args.index("--until") + 1]
         if last < first:
             raise ValueError(f"the run's conf says until = {last}, before the run's day {first}")
-        if self.day_plan is not None:
-            from jobs.airflow_tasks import DAY_PLANS
+        from jobs.airflow_tasks import feature_plan
 
-            plan = DAY_PLANS[self.day_plan](self.lakehouse, first, last, dict(context["params"]), _job_config(args))
-            if plan.first is None:
-                raise AirflowSkipException(f"{self.job} skipped: {plan.reason}")
-            if plan.reason:
-                self.log.info("%s runs from %s: %s", self.job, plan.first, plan.reason)
-                args[args.index("--ds") + 1] = plan.first.isoformat()
+        plan = feature_plan(self.lakehouse, self.job, first, last, dict(context["params"]), _job_config(args),
+                            self.since)
+        if plan.first is None:
+            raise AirflowSkipException(f"{self.job} skipped: {plan.reason}")
+        if plan.reason:
+            self.log.info("%s runs %s..%s: %s", self.job, plan.first, plan.last, plan.reason)
+        args[args.index("--ds") + 1] = plan.first.isoformat()
+        args[args.index("--until") + 1] = plan.last.isoformat()
         self.application_args = args
         super().execute(context)
 

@@ -1,24 +1,26 @@
-"""ctr_features: the daily feature chain, one spark-submit task per job for the run's day (``{{ ds }}``).
+"""ctr_features: the daily feature chain, one spark-submit task per job, each a range job.
 
     validate_events -> build_vocab -> build_samples -> build_rank_eval
 
-* Each task is ``spark-submit jobs/<job>.py --lakehouse L --ds {{ ds }} --until {{ ds }}`` with the Spark
-  connection and the Delta package and confs of ``ctr_settings`` (embedded default: ``local[*]`` and the jars
-  resolved in ``.cache/ivy``).
-* Every job is idempotent for its day (it replaces its ``ds`` partitions), so a retry, a rerun or a backfill of a
-  day gives the tables of the daily run. Retries back off exponentially.
-* The vocabulary is append-only and assigns indices in day order, and ``build_samples`` carries each user's state
-  from the previous day: both tasks ``depends_on_past`` and the DAG runs one day at a time (``max_active_runs=1``;
-  catch-up runs the missed days in order). On a backfill of a day the vocabulary has already passed, ``build_vocab``
-  is skipped (its rows for that day stay as the daily run wrote them); ``build_samples`` then still runs.
-* ``build_rank_eval`` rebuilds ``features/split`` (anchored at the day) and the day's ranking candidates; it is
-  skipped for a day earlier than the split's anchor (a backfill does not move the split back), and when the run's
-  conf says ``{"rank_eval": false}``.
-* Catching up many days in one run (with ``catchup`` off, or where the scheduler's daily runs are not wanted):
-  trigger a run for the first day with ``{"until": "YYYY-MM-DD"}`` in its conf.
-  Each task then runs its job once for every day up to ``until``, in order, in one spark-submit (the JVM's start
-  and warm-up paid once, not per day); the tables are those of one run per day (each day is the same job body
-  with its own run record). The checks above leave out the days a backfill must not redo.
+* Each task is ``spark-submit jobs/<job>.py --lakehouse L --ds FIRST --until LAST`` with the Spark connection and
+  the Delta package and confs of ``ctr_settings`` (embedded default: ``local[*]`` and the jars resolved in
+  ``.cache/ivy``). A range job reads its inputs once, computes every day in one plan and commits each table once.
+* The days asked for are the run's day (``{{ ds }}``), or ``{{ ds }}`` to the conf's ``until``. Before its submit,
+  each task widens them (``jobs.airflow_tasks.feature_plan``, from the run records in ``features/runs``): back to the
+  job's first missing or stale day since ``start_date``, and on to the later days built on the ones it replaces. So
+  one run catches up whatever is missing (the DAG was paused, a task failed yesterday, the lakehouse is new) and
+  rebuilds whatever a late day made stale, with one range job per task, not one Airflow run per day. That is why
+  ``catchup`` is off by default: the scheduler's latest run does the catch-up.
+* Every job is idempotent for its range (it replaces its ``ds`` partitions), so a retry, a rerun or a backfill of a
+  day gives the tables of the daily runs. Retries back off exponentially.
+* The vocabulary and the samples carry state from day to day; the DAG runs one run at a time
+  (``max_active_runs=1``).
+* ``build_rank_eval`` builds the evaluation sets anchored at the range's days (and rebuilds stale anchors); it is
+  skipped when the range ends before the split's current anchor (a backfill does not move the split back), for the
+  first days (too few sample days for a split) and when the run's conf says ``{"rank_eval": false}``.
+* Backfilling a year of a new log: write the raw days, then trigger one run for the last day
+  (``airflow dags trigger ctr_features -l LAST``): every task runs once, over every day since ``start_date``.
+  ``{"until": "YYYY-MM-DD"}`` in a run's conf asks for a range explicitly.
 * Each task publishes the tables it wrote as Airflow assets (``ctr/features/...``); ``ctr_training`` is scheduled
   on ``ctr/features/samples`` and ``ctr/features/split``.
 """
@@ -53,9 +55,9 @@ from ctr_settings import SETTINGS
 )
 def ctr_features() -> None:
     validate = FeatureJobOperator(job="validate_events")
-    vocab = FeatureJobOperator(job="build_vocab", depends_on_past=True, day_plan="vocab")
-    samples = FeatureJobOperator(job="build_samples", depends_on_past=True, trigger_rule="none_failed")
-    rank_eval = FeatureJobOperator(job="build_rank_eval", day_plan="rank_eval")
+    vocab = FeatureJobOperator(job="build_vocab")
+    samples = FeatureJobOperator(job="build_samples")
+    rank_eval = FeatureJobOperator(job="build_rank_eval")
     validate >> vocab >> samples >> rank_eval
 
 

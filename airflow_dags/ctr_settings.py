@@ -26,7 +26,8 @@ Names (environment variables hold lists and mappings as JSON, numbers and boolea
 ``project_dir``        folder holding ``jobs/`` (the spark-submit applications); default: this file's parent's parent
 ``python``             interpreter of the PySpark driver/workers and of torchrun; default: the one parsing the DAG
 ``start_date``         first data interval of ``ctr_features`` (``YYYY-MM-DD``, UTC); default ``2026-01-01``
-``catchup``            schedule every missed day since ``start_date`` (in order); default true
+``catchup``            let the scheduler create a run for every missed day since ``start_date``; default false:
+                       each run's tasks catch up every missing day themselves, in one range job
 ``retries``            task retries; default 2, with exponential back-off from ``retry_delay_seconds`` (60)
                        up to ``max_retry_delay_seconds`` (1800)
 ``spark_conn_id``      Airflow connection of the Spark master (type ``spark``); default ``ctr_spark``
@@ -121,7 +122,7 @@ class Settings:
     python: str
     train_lakehouse: str = ""
     start_date: str = "2026-01-01"
-    catchup: bool = True
+    catchup: bool = False
     retries: int = 2
     retry_delay_seconds: int = 60
     max_retry_delay_seconds: int = 1800

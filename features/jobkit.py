@@ -158,8 +158,9 @@ def run_job(args: JobArgs, body: Body, *, spark: SparkSession | None = None) -> 
     for day in args.days():
         counts = outcome.counts.get(day, {})
         print(f"{args.job} {day}: " + ", ".join(f"{key} = {value}" for key, value in counts.items()))
+    span = args.run_id.partition("/")[2]
     for table, version in outcome.outputs.items():
-        print(f"{args.job} {args.ds}..{args.last}: wrote {table} version {version} at {args.lakehouse.path(table)}")
+        print(f"{args.job} {span}: wrote {table} version {version} at {args.lakehouse.path(table)}")
     print(f"{args.job}: {len(args.days())} day(s) in {seconds:.1f} s")
     _report_stale(args)
     return 0
@@ -196,12 +197,23 @@ class Claim:
     def write(self, args: JobArgs, spark: SparkSession, df: Any, table: str, **write: Any) -> int:
         """``args.lakehouse.write(df, table, **write)`` as the run's claiming commit (the first output it writes):
         raises :class:`ConcurrentRunError` when another run of the job committed ``table`` after this one started."""
-        version = args.lakehouse.write(df, table, txn=(self.app_id, self.seen + 1), user_metadata=self.token, **write)
+        try:
+            version = args.lakehouse.write(df, table, txn=(self.app_id, self.seen + 1), user_metadata=self.token,
+                                           **write)
+        except Exception as err:
+            if not any(marker in str(err) for marker in _CONFLICTS):
+                raise
+            raise ConcurrentRunError(f"another {args.job} run committed {table} at the same time as this one "
+                                     f"({args.run_id}); this run wrote nothing: {err}") from err
         if not args.lakehouse.committed_by(spark, table, self.token):
             raise ConcurrentRunError(
                 f"another {args.job} run committed {table} while this one ({args.run_id}) was computing; this run "
                 "wrote nothing. Check features/runs, then rerun if the other run's range does not cover this one's.")
         return version
+
+
+#: Delta's optimistic-concurrency conflicts (error classes): another writer committed the table meanwhile
+_CONFLICTS = ("DELTA_CONCURRENT_", "DELTA_PROTOCOL_CHANGED", "DELTA_METADATA_CHANGED", "ConcurrentTransaction")
 
 
 def claim(args: JobArgs, spark: SparkSession, table: str) -> Claim:

@@ -40,12 +40,8 @@ UPSTREAM: dict[str, dict[str, str]] = {
     "build_rank_eval": {"build_samples": SAMPLES, "build_vocab": VOCAB},
 }
 
-#: how many of its own earlier days a job's day is built on: validate_events reads the day before's clean impressions
-#: (midnight clicks); build_vocab and build_samples carry their state through every earlier day; a rank_eval anchor
-#: reads the samples only. None: every earlier day.
-OWN_DAYS_BEFORE: dict[str, int | None] = {
-    "validate_events": 1,
-    "build_vocab": None,
-    "build_samples": None,
-    "build_rank_eval": 0,
-}
+#: the jobs that carry state from day to day: a day is built on every earlier day of the job's own (the vocabulary's
+#: indices, the users' histories). validate_events reads the day before's valid impressions too (midnight clicks), but
+#: those depend on that day's raw rows only (``features.lineage`` follows them there); a rank_eval anchor reads the
+#: samples only.
+CHAINED: frozenset[str] = frozenset({"build_vocab", "build_samples"})

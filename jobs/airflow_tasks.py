@@ -4,8 +4,8 @@ The DAG files import this module inside their callables only, so parsing a DAG n
 level imports are the standard library; delta-rs (``features.tableio``) is imported inside each function, and
 nothing here imports torch or pyspark: training runs in its own ``torchrun`` process group.
 
-* :data:`DAY_PLANS`: checks a feature task runs before its spark-submit: which days of its range to run (none:
-  skip the task).
+* :func:`feature_plan`: the check a feature task runs before its spark-submit: which days to run (none: skip the
+  task).
 * :func:`run_training`: launches ``torchrun -m training.train`` for one run of the training DAG, resumes it on a
   task retry, and makes sure a failure is recorded in ``training/runs`` (:func:`mark_run_failed`).
 * :func:`summarize_run`: the run's row and metrics read back from ``training/runs`` and ``training/metrics``.
@@ -21,14 +21,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 RUNS_TABLE = "training/runs"
 METRICS_TABLE = "training/metrics"
-VOCAB_DAYS_TABLE = "features/vocab_days"
-SPLIT_TABLE = "features/split"
-SAMPLES_TABLE = "features/samples"
 SUMMARY_METRICS = ("auc", "gauc", "logloss")
 
 
@@ -43,75 +39,19 @@ def _day(value: Any) -> dt.date:
 
 
 # ---------------------------------------------------------------------------------------------------- feature checks
-@dataclass(frozen=True)
-class DayPlan:
-    """Which days of a feature task's range ``first..last`` to run: from ``first`` on, or none (skip the task)."""
+def feature_plan(lakehouse: str, job: str, first: Any, last: Any, params: Mapping[str, Any],
+                 job_config: Mapping[str, Any] | None = None, since: Any = None):
+    """The range a feature task runs (``features.lineage.plan_range``): its own, widened to the job's missing and
+    stale days since ``since`` (the DAG's start date) and to the later days built on the ones it replaces; for
+    ``build_rank_eval``, nothing when the run's conf says ``{"rank_eval": false}``. Returns a ``RangePlan``."""
+    from features.lineage import RangePlan, plan_range
 
-    first: dt.date | None
-    reason: str | None = None  # why days were left out; None when the whole range runs
-
-
-def vocab_plan(lakehouse: str, first: Any, last: Any, params: Mapping[str, Any],
-               job_config: Mapping[str, Any] | None = None) -> DayPlan:
-    """Leave out the days build_vocab has processed when later days are processed too (a backfill or rerun).
-
-    The append-only vocabulary refuses such a day (its indices are the base of the later days); its rows for
-    that day are already the ones a daily run wrote, so leaving it out keeps the tables as daily runs left them.
-    The latest processed day may run again. A day earlier than the latest and never processed is not left out:
-    the job refuses it loudly (days run in order).
-    """
-    lh, start, end = _lakehouse(lakehouse), _day(first), _day(last)
-    if not lh.exists(VOCAB_DAYS_TABLE):
-        return DayPlan(start)
-    days = {_day(d) for d in lh.read_arrow(VOCAB_DAYS_TABLE, columns=["ds"]).column("ds").to_pylist()}
-    latest = max(days, default=None)
-    day = start
-    while day <= end and day in days and day < latest:
-        day += dt.timedelta(days=1)
-    if day == start:
-        return DayPlan(start)
-    done = f"the vocabulary has processed {start}..{day - dt.timedelta(days=1)} and later days up to {latest}"
-    why = f"{done}; it is append-only and keeps the indices those days assigned (only the latest day can be rerun)"
-    return DayPlan(day if day <= end else None, why)
-
-
-def rank_eval_plan(lakehouse: str, first: Any, last: Any, params: Mapping[str, Any],
-                   job_config: Mapping[str, Any] | None = None) -> DayPlan:
-    """Leave out the days before the split's anchor or without enough sample days for a split, or every day when
-    the run's conf turns rank eval off.
-
-    ``features/split`` holds one split, anchored at the latest day evaluated; rebuilding it for an earlier day (a
-    backfill) would move every trainer's split back in time. Those days' ``features/rank_eval`` partitions were
-    written by their own runs. A split needs ``test_days`` + ``valid_days`` + 1 sample days (the job's settings,
-    1 + 1 + 1 by default): the first days of a new lakehouse have too few, and the task waits for them instead of
-    failing every run.
-    """
-    if not params.get("rank_eval", True):
-        return DayPlan(None, "the run's conf has rank_eval = false")
-    lh, start, end = _lakehouse(lakehouse), _day(first), _day(last)
-    reasons = []
-    if lh.exists(SPLIT_TABLE):
-        anchors = [_day(d) for d in lh.read_arrow(SPLIT_TABLE, columns=["anchor_ds"]).column("anchor_ds").to_pylist()]
-        anchor = max(anchors, default=None)
-        if anchor is not None and start < anchor:
-            reasons.append(f"features/split is anchored at {anchor}, later than {start}: the split is not moved back")
-            start = anchor
-    test_days, valid_days = int((job_config or {}).get("test_days", 1)), int((job_config or {}).get("valid_days", 1))
-    needed = test_days + valid_days + 1
-    sample_days = [d for d in (lh.days(SAMPLES_TABLE) if lh.exists(SAMPLES_TABLE) else []) if d <= end]
-    enough = sample_days[needed - 1] if len(sample_days) >= needed else None  # the first day with a split
-    if start <= end and (enough is None or start < enough):
-        reasons.append(f"features/samples has {len(sample_days)} day(s) up to {end}; a split with {test_days} test "
-                       f"and {valid_days} validation day(s) needs {needed} (first possible day: {enough or 'none'})")
-        start = enough if enough is not None else end + dt.timedelta(days=1)
-    return DayPlan(start if start <= end else None, "; ".join(reasons) or None)
-
-
-#: (lakehouse, first day, last day, the run's params, the job's --config settings) -> DayPlan
-DAY_PLANS: dict[str, Callable[..., DayPlan]] = {
-    "vocab": vocab_plan,
-    "rank_eval": rank_eval_plan,
-}
+    if job == "build_rank_eval" and not params.get("rank_eval", True):
+        return RangePlan(None, None, "the run's conf has rank_eval = false")
+    cfg = job_config or {}
+    split_days = int(cfg.get("test_days", 1)) + int(cfg.get("valid_days", 1)) + 1
+    return plan_range(_lakehouse(lakehouse), job, _day(first), _day(last),
+                      since=_day(since) if since is not None else None, split_days=split_days)
 
 
 # ---------------------------------------------------------------------------------------------------- training

@@ -5,20 +5,21 @@
 Each job runs once for the whole range (its own ``main``, its own run records), in one Spark session. ``--from``
 starts later in the chain (the command ``features.lineage`` prints to rebuild stale days starts at the first stale
 job), ``--to`` stops earlier. ``build_rank_eval`` runs for the anchors that have enough sample days for a split
-and are not before the current split's anchor (as the feature DAG does). The first job that fails stops the chain
-(exit status 1). Job settings are the defaults; run the jobs one by one to pass ``--config``/``--set``.
+and for its stale ones, and not at all when that would move the current split back (as the feature DAG does).
+The first job that fails stops the chain (exit status 1). Job settings are the defaults; run the jobs one by one
+to pass ``--config``/``--set``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import sys
 
 from features import jobkit, lineage
 from features.tableio import Lakehouse
 from features.tables import CHAIN
-from jobs.airflow_tasks import rank_eval_plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     jobkit.REPORT_STALE = False  # the chain runs the later jobs itself; what is still stale is reported at the end
     try:
         for job in jobs:
-            first = args.ds
-            if job == "build_rank_eval":  # only the anchors with enough sample days for a split
-                plan = rank_eval_plan(args.lakehouse, args.ds, args.until or args.ds, {})
+            days = ["--ds", args.ds] + (["--until", args.until] if args.until else [])
+            if job == "build_rank_eval":  # the anchors with enough sample days for a split, and the stale ones
+                plan = lineage.plan_range(Lakehouse(args.lakehouse), job, dt.date.fromisoformat(args.ds),
+                                          dt.date.fromisoformat(args.until or args.ds))
                 if plan.first is None:
                     print(f"feature_chain: build_rank_eval not run: {plan.reason}", file=sys.stderr)
                     continue
-                first = plan.first.isoformat()
-            days = ["--ds", first] + (["--until", args.until] if args.until else [])
+                days = ["--ds", plan.first.isoformat(), "--until", plan.last.isoformat()]
             status = importlib.import_module(f"jobs.{job}").main(["--lakehouse", args.lakehouse, *days])
             if status != 0:
                 print(f"feature_chain: {job} failed (exit status {status}); the jobs after it were not run",

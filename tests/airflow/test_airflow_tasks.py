@@ -1,7 +1,7 @@
 """The DAGs' task bodies (jobs.airflow_tasks) and the pipeline's helpers, on small delta-rs tables (no JVM, no Airflow).
 
-Expected values are worked out from the contracts: the vocabulary is append-only in day order, the split never
-moves back, a failed training task leaves its run recorded as failed.
+Expected values are worked out from the contracts: a feature task catches up its job's missing and stale days and
+the later days built on them, the split never moves back, a failed training task leaves its run recorded as failed.
 """
 
 from __future__ import annotations
@@ -22,16 +22,22 @@ D1, D2, D3 = dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)
 UTC = dt.UTC
 
 
-def write_vocab_days(lakehouse, days):
-    lakehouse.write_arrow(pa.table({"ds": pa.array(days, pa.date32()), "min_count": pa.array([1] * len(days),
-                                                                                            pa.int32())}),
-                          T.VOCAB_DAYS_TABLE, mode="overwrite")
+FEATURE_RUNS = pa.schema([("run_id", pa.string()), ("job", pa.string()), ("ds", pa.date32()),
+                          ("status", pa.string()), ("inputs", pa.map_(pa.string(), pa.int64())),
+                          ("outputs", pa.map_(pa.string(), pa.int64()))])
+
+
+def write_feature_runs(lakehouse, job, days, *, inputs=None, outputs=None):
+    """Succeeded run records of ``job`` for ``days`` (the columns the plans read), as one run."""
+    rows = [{"run_id": f"{job}/{days[0]}", "job": job, "ds": day, "status": "succeeded",
+             "inputs": list((inputs or {}).items()), "outputs": list((outputs or {}).items())} for day in days]
+    lakehouse.write_arrow(pa.Table.from_pylist(rows, schema=FEATURE_RUNS), "features/runs", mode="append")
 
 
 def write_split(lakehouse, anchor, days):
     lakehouse.write_arrow(pa.table({"ds": pa.array(days, pa.date32()), "split": ["train"] * len(days),
                                     "anchor_ds": pa.array([anchor] * len(days), pa.date32())}),
-                          T.SPLIT_TABLE, mode="overwrite")
+                          "features/split", mode="overwrite")
 
 
 def run_row(run_id, status, **fields):
@@ -50,69 +56,82 @@ def runs_by_id(lakehouse):
     return {r["run_id"]: r for r in lakehouse.read_arrow(T.RUNS_TABLE).to_pylist()}
 
 
-# ---------------------------------------------------------------------------------------------------- vocabulary order
+# ---------------------------------------------------------------------------------------------------- feature ranges
 D4 = dt.date(2026, 1, 4)
+D5 = dt.date(2026, 1, 5)
 
 
-def test_vocab_runs_on_a_fresh_lakehouse_and_for_the_next_or_latest_day(lakehouse):
-    assert T.vocab_plan(lakehouse.root, "2026-01-01", "2026-01-01", {}) == T.DayPlan(D1)
-    assert T.vocab_plan(lakehouse.root, "2026-01-01", "2026-01-03", {}) == T.DayPlan(D1)  # a catch-up from scratch
-    write_vocab_days(lakehouse, [D1, D2])
-    assert T.vocab_plan(lakehouse.root, "2026-01-03", "2026-01-03", {}) == T.DayPlan(D3)  # the next day
-    assert T.vocab_plan(lakehouse.root, "2026-01-02", "2026-01-02", {}) == T.DayPlan(D2)  # the latest may be rerun
-    assert T.vocab_plan(lakehouse.root, "2026-01-02", "2026-01-04", {}) == T.DayPlan(D2)
+def plan(lakehouse, job, first, last, params=None, config=None, since=None):
+    got = T.feature_plan(lakehouse.root, job, first, last, params or {}, config, since)
+    return got.first, got.last
 
 
-def test_vocab_backfill_of_processed_earlier_days_is_left_out_with_the_reason(lakehouse):
-    write_vocab_days(lakehouse, [D1, D2, D3])
-    plan = T.vocab_plan(lakehouse.root, "2026-01-02", "2026-01-02", {})
-    assert plan.first is None and "2026-01-02" in plan.reason and "2026-01-03" in plan.reason
-    assert "append-only" in plan.reason
-    # a range over processed days and new ones: starts at the latest processed day (rerun), then the new ones
-    plan = T.vocab_plan(lakehouse.root, "2026-01-01", "2026-01-04", {})
-    assert plan.first == D3 and "2026-01-01..2026-01-02" in plan.reason
-    assert T.vocab_plan(lakehouse.root, "2026-01-01", "2026-01-02", {}).first is None
+def test_a_daily_run_covers_its_day_and_catches_up_the_days_missed_before(lakehouse):
+    assert plan(lakehouse, "build_vocab", "2026-01-01", "2026-01-01") == (D1, D1)  # a fresh lakehouse
+    write_feature_runs(lakehouse, "validate_events", [D1, D2, D3, D4], outputs={"features/events_clean": 1})
+    write_feature_runs(lakehouse, "build_vocab", [D1, D2], inputs={"features/events_clean": 1},
+                       outputs={"features/vocab": 1})
+    assert plan(lakehouse, "build_vocab", "2026-01-03", "2026-01-03") == (D3, D3)  # the next day
+    assert plan(lakehouse, "build_vocab", "2026-01-04", "2026-01-04") == (D3, D4)  # day 3 was missed: one range
+    # a rerun of a processed day goes on to the latest one, built on it
+    assert plan(lakehouse, "build_vocab", "2026-01-01", "2026-01-01") == (D1, D2)
+    # days before the DAG's start date are not caught up
+    assert plan(lakehouse, "build_vocab", "2026-01-04", "2026-01-04", since="2026-01-04") == (D4, D4)
 
 
-def test_vocab_day_earlier_than_the_latest_and_never_processed_is_left_to_the_job_to_refuse(lakehouse):
-    write_vocab_days(lakehouse, [D1, D3])  # D2 missing: skipping it would hide the gap, the job refuses it loudly
-    assert T.vocab_plan(lakehouse.root, "2026-01-02", "2026-01-02", {}) == T.DayPlan(D2)
-    assert T.vocab_plan(lakehouse.root, "2026-01-01", "2026-01-03", {}).first == D2
-
-
-# ---------------------------------------------------------------------------------------------------- split anchor
-def write_sample_days(lakehouse, days):
-    lakehouse.write_arrow(pa.table({"sample_id": [f"s{i}" for i in range(len(days))],
-                                    "ds": pa.array(days, pa.date32())}), T.SAMPLES_TABLE, mode="overwrite",
-                          partition_by=["ds"])
+def test_a_late_day_makes_the_later_days_stale_and_the_next_run_rebuilds_them(lakehouse):
+    write_feature_runs(lakehouse, "validate_events", [D1, D2, D3], outputs={"features/events_clean": 1})
+    write_feature_runs(lakehouse, "build_vocab", [D1, D2, D3], inputs={"features/events_clean": 1},
+                       outputs={"features/vocab": 1})
+    assert plan(lakehouse, "build_vocab", "2026-01-04", "2026-01-04") == (D4, D4)
+    # day 2 validated again (late events): the vocabulary's days 2 and 3 are stale
+    write_feature_runs(lakehouse, "validate_events", [D2], outputs={"features/events_clean": 2})
+    write_feature_runs(lakehouse, "validate_events", [D4], outputs={"features/events_clean": 3})
+    got = T.feature_plan(lakehouse.root, "build_vocab", "2026-01-04", "2026-01-04", {})
+    assert (got.first, got.last) == (D2, D4) and "missing or stale days from 2026-01-02" in got.reason
+    # a backfill run for day 2 alone rebuilds day 2 and everything built on it
+    assert plan(lakehouse, "build_vocab", "2026-01-02", "2026-01-02") == (D2, D3)
 
 
 def test_rank_eval_runs_unless_turned_off_or_the_split_is_anchored_later(lakehouse):
+    write_feature_runs(lakehouse, "build_samples", [D1, D2, D3, D4], outputs={"features/samples": 1})
     write_sample_days(lakehouse, [D1, D2, D3, D4])
-    assert T.rank_eval_plan(lakehouse.root, "2026-01-03", "2026-01-03", {"rank_eval": True}) == T.DayPlan(D3)
-    off = T.rank_eval_plan(lakehouse.root, "2026-01-03", "2026-01-04", {"rank_eval": False})
+    assert plan(lakehouse, "build_rank_eval", "2026-01-03", "2026-01-03", {"rank_eval": True}) == (D3, D3)
+    off = T.feature_plan(lakehouse.root, "build_rank_eval", "2026-01-03", "2026-01-04", {"rank_eval": False})
     assert off.first is None and "rank_eval = false" in off.reason
     write_split(lakehouse, D3, [D1, D2, D3])
-    assert T.rank_eval_plan(lakehouse.root, "2026-01-03", "2026-01-03", {}) == T.DayPlan(D3)  # rerun of the anchor
-    assert T.rank_eval_plan(lakehouse.root, "2026-01-04", "2026-01-04", {}) == T.DayPlan(D4)  # moves it forward
-    plan = T.rank_eval_plan(lakehouse.root, "2026-01-02", "2026-01-02", {})
-    assert plan.first is None and "anchored at 2026-01-03" in plan.reason
-    plan = T.rank_eval_plan(lakehouse.root, "2026-01-02", "2026-01-04", {})  # a range: from the anchor on
-    assert plan.first == D3 and "anchored at 2026-01-03" in plan.reason
+    assert plan(lakehouse, "build_rank_eval", "2026-01-03", "2026-01-03") == (D3, D3)  # rerun of the anchor
+    assert plan(lakehouse, "build_rank_eval", "2026-01-04", "2026-01-04") == (D4, D4)  # moves it forward
+    moved_back = T.feature_plan(lakehouse.root, "build_rank_eval", "2026-01-02", "2026-01-02", {})
+    assert moved_back.first is None and "anchored at 2026-01-03" in moved_back.reason
+    # a missed anchor is not caught up (it is an evaluation set, not a link of a chain), a stale one is
+    write_feature_runs(lakehouse, "build_rank_eval", [D3], inputs={"features/samples": 1},
+                       outputs={"features/rank_eval": 1})
+    assert plan(lakehouse, "build_rank_eval", "2026-01-05", "2026-01-05") == (D5, D5)
+    write_feature_runs(lakehouse, "build_samples", [D3], outputs={"features/samples": 2})
+    assert plan(lakehouse, "build_rank_eval", "2026-01-05", "2026-01-05") == (D3, D5)
+
+
+def write_sample_days(lakehouse, days):
+    lakehouse.write_arrow(pa.table({"sample_id": [f"s{i}" for i in range(len(days))],
+                                    "ds": pa.array(days, pa.date32())}), "features/samples", mode="overwrite",
+                          partition_by=["ds"])
 
 
 def test_rank_eval_waits_for_enough_sample_days_for_a_split(lakehouse):
     # a split needs test + valid + 1 days: 3 by default, so the first two days of a new lakehouse are left out
     write_sample_days(lakehouse, [D1, D2])
-    plan = T.rank_eval_plan(lakehouse.root, "2026-01-01", "2026-01-02", {})
-    assert plan.first is None and "2 day(s) up to 2026-01-02" in plan.reason and "needs 3" in plan.reason
+    got = T.feature_plan(lakehouse.root, "build_rank_eval", "2026-01-01", "2026-01-02", {})
+    assert got.first is None and "2 day(s) up to 2026-01-02" in got.reason and "needs 3" in got.reason
     write_sample_days(lakehouse, [D1, D2, D3, D4])
-    plan = T.rank_eval_plan(lakehouse.root, "2026-01-01", "2026-01-04", {})  # a catch-up from the first day
-    assert plan.first == D3 and "first possible day: 2026-01-03" in plan.reason
+    got = T.feature_plan(lakehouse.root, "build_rank_eval", "2026-01-01", "2026-01-04", {})  # from the first day
+    assert (got.first, got.last) == (D3, D4) and "first possible day: 2026-01-03" in got.reason
     # the job's own settings (its --config file) set how many days a split needs
-    plan = T.rank_eval_plan(lakehouse.root, "2026-01-01", "2026-01-04", {}, {"test_days": 2, "valid_days": 1})
-    assert plan.first == D4 and "needs 4" in plan.reason
-    assert T.rank_eval_plan(lakehouse.root, "2026-01-01", "2026-01-03", {}, {"test_days": 3}).first is None
+    got = T.feature_plan(lakehouse.root, "build_rank_eval", "2026-01-01", "2026-01-04", {},
+                         {"test_days": 2, "valid_days": 1})
+    assert got.first == D4 and "needs 4" in got.reason
+    assert T.feature_plan(lakehouse.root, "build_rank_eval", "2026-01-01", "2026-01-03", {},
+                          {"test_days": 3}).first is None
 
 
 # ---------------------------------------------------------------------------------------------------- failed runs

@@ -1,4 +1,4 @@
-"""The job kit: command line and typed config, and the run record of succeeded and failed runs."""
+"""The job kit: command line and typed config, the run records of a range, and the claim of racing runs."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_runs_are_recorded_succeeded_or_failed(spark, tmp_path, capsys):
     args = jobkit.parse_job_args("demo", ["--lakehouse", str(tmp_path / "lh"), "--ds", "2026-01-02"], DemoConfig)
 
     def works(spark_, args_):
-        return jobkit.JobOutcome(inputs={"raw/events": 3}, counts={"rows_in": 7})
+        return jobkit.JobOutcome(inputs={"raw/events": 3}, counts={args_.ds: {"rows_in": 7}})
 
     def missing_input(spark_, args_):
         jobkit.require_table(spark_, args_.lakehouse, "raw/nothing", produced_by="the importer")
@@ -61,27 +61,84 @@ def test_runs_are_recorded_succeeded_or_failed(spark, tmp_path, capsys):
     assert all(r.run_id == "demo/2026-01-02" and r.config == '{"min_count": 1, "window_seconds": 60}' for r in runs)
 
 
-def test_until_runs_every_day_in_order_in_one_session_and_stops_at_the_first_failure(spark, tmp_path, capsys):
+def test_a_range_is_one_body_call_recorded_with_a_row_per_day(spark, tmp_path, capsys):
     lakehouse = str(tmp_path / "lh")
-    args = jobkit.parse_job_args("demo", ["--lakehouse", lakehouse, "--ds", "2026-01-02", "--until", "2026-01-05"],
+    args = jobkit.parse_job_args("demo", ["--lakehouse", lakehouse, "--ds", "2026-01-02", "--until", "2026-01-04"],
                                  DemoConfig)
-    assert args.days() == [dt.date(2026, 1, d) for d in (2, 3, 4, 5)]
-    seen = []
+    assert args.days() == [dt.date(2026, 1, d) for d in (2, 3, 4)] and args.last == dt.date(2026, 1, 4)
+    calls = []
 
-    def fails_on_the_4th(spark_, args_):
-        assert args_.until is None and args_.days() == [args_.ds]  # the body sees one day at a time
-        seen.append(args_.ds)
-        if args_.ds == dt.date(2026, 1, 4):
-            raise jobkit.JobInputError("no events for the 4th")
-        return jobkit.JobOutcome(counts={"day": args_.ds.day})
+    def body(spark_, args_):
+        calls.append(args_.days())
+        return jobkit.JobOutcome(outputs={"t": 5}, counts={day: {"day": day.day} for day in args_.days()})
 
-    assert jobkit.run_job(args, fails_on_the_4th, spark=spark) == 1
-    assert seen == [dt.date(2026, 1, 2), dt.date(2026, 1, 3), dt.date(2026, 1, 4)]  # the 5th is not attempted
-    assert "stopped at 2026-01-04; not run: 2026-01-05..2026-01-05" in capsys.readouterr().err
+    assert jobkit.run_job(args, body, spark=spark) == 0
+    assert calls == [args.days()]  # the whole range at once
     runs = args.lakehouse.read(spark, jobkit.RUNS_TABLE).orderBy("ds").collect()
-    assert [(r.run_id, r.status, r.counts) for r in runs] == [
-        ("demo/2026-01-02", "succeeded", {"day": 2}), ("demo/2026-01-03", "succeeded", {"day": 3}),
-        ("demo/2026-01-04", "failed", {})]
+    assert [(r.run_id, r.ds.day, r.status, r.counts, r.outputs) for r in runs] == [
+        ("demo/2026-01-02..2026-01-04", d, "succeeded", {"day": d}, {"t": 5}) for d in (2, 3, 4)]
+    assert len({r.seconds for r in runs}) == 1  # the run's time, on each of its days
+
+    def refuses(spark_, args_):
+        raise jobkit.JobInputError("no events for the 3rd")
+
+    assert jobkit.run_job(args, refuses, spark=spark) == 1
+    assert "no events for the 3rd" in capsys.readouterr().err
+    failed = args.lakehouse.read(spark, jobkit.RUNS_TABLE).where("status = 'failed'").collect()
+    assert sorted(r.ds.day for r in failed) == [2, 3, 4]
+
+
+def test_of_two_runs_that_read_the_same_version_only_one_commits(spark, tmp_path):
+    """Both runs take their claim before either writes (they race): the second writer fails loudly and its rows are
+    not written, whether it commits after the first or at the same time."""
+    import threading
+
+    from features.tableio import Lakehouse
+
+    lakehouse = Lakehouse(tmp_path / "lh")
+    day = dt.date(2026, 1, 2)
+
+    def args(ds):
+        return jobkit.parse_job_args("demo", ["--lakehouse", str(lakehouse.root), "--ds", ds], DemoConfig)
+
+    def frame(value):
+        return spark.createDataFrame([(value, day)], "v int, ds date")
+
+    first, second = args("2026-01-02"), args("2026-01-02")
+    claims = [jobkit.claim(first, spark, "t/x"), jobkit.claim(second, spark, "t/x")]
+    claims[0].write(first, spark, frame(1), "t/x", mode="overwrite", replace_ds=[day], partition_by=["ds"])
+    with pytest.raises(jobkit.ConcurrentRunError, match="another demo run committed t/x"):
+        claims[1].write(second, spark, frame(2), "t/x", mode="overwrite", replace_ds=[day], partition_by=["ds"])
+    assert [r.v for r in lakehouse.read(spark, "t/x").collect()] == [1]
+    # a later run takes a fresh claim and commits
+    later = args("2026-01-02")
+    jobkit.claim(later, spark, "t/x").write(later, spark, frame(3), "t/x", mode="overwrite", replace_ds=[day],
+                                            partition_by=["ds"])
+    assert [r.v for r in lakehouse.read(spark, "t/x").collect()] == [3]
+
+    # at the same time, in two threads: exactly one commits
+    racers = [args("2026-01-02"), args("2026-01-02")]
+    claims = [jobkit.claim(racer, spark, "t/x") for racer in racers]
+    outcomes: list[object] = [None, None]
+    start = threading.Barrier(2)
+
+    def race(n):
+        start.wait()
+        try:
+            claims[n].write(racers[n], spark, frame(10 + n), "t/x", mode="overwrite", replace_ds=[day],
+                            partition_by=["ds"])
+            outcomes[n] = "committed"
+        except jobkit.ConcurrentRunError as err:
+            outcomes[n] = err
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(map(str, outcomes)).count("committed") == 1, outcomes
+    winner = outcomes.index("committed")
+    assert [r.v for r in lakehouse.read(spark, "t/x").collect()] == [10 + winner]
 
 
 @pytest.mark.parametrize("until", ["2026-01-01", "tomorrow"])

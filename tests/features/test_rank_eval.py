@@ -47,7 +47,7 @@ def test_latest_positive_with_fresh_seeded_negatives(spark):
     items = spark.createDataFrame([(i, i + 100, 1, 1) for i in range(2, 12)],
                                   "item_idx long, cate_idx long, shop_idx long, brand_idx long")
     cfg = RankEvalConfig(negatives=4, draws_per_negative=8, seed=3)
-    result = rank_candidates(samples, items, test_days=[d2], anchor=d2, catalogue_size=10, cfg=cfg)
+    result = rank_candidates(samples, items, anchors={d2: [d2]}, catalogue={d2: 10}, cfg=cfg)
     got = {r["user_idx"]: r for r in result.rows.collect()}
     assert result.rows.schema.simpleString() == RANK_EVAL.simpleString()
     assert set(got) == {2, 4} and result.skipped_users.count() == 0
@@ -61,7 +61,7 @@ def test_latest_positive_with_fresh_seeded_negatives(spark):
     assert user2["cand_cate_idx"] == [i + 100 for i in user2["cand_item_idx"]]
     assert set(user4["cand_item_idx"][1:]) <= set(range(4, 12))
     # the same seed draws the same negatives
-    again = rank_candidates(samples, items, test_days=[d2], anchor=d2, catalogue_size=10, cfg=cfg).rows
+    again = rank_candidates(samples, items, anchors={d2: [d2]}, catalogue={d2: 10}, cfg=cfg).rows
     assert {r["user_idx"]: r["cand_item_idx"] for r in again.collect()} == {2: user2["cand_item_idx"],
                                                                           4: user4["cand_item_idx"]}
 
@@ -73,7 +73,25 @@ def test_users_without_enough_unseen_items_are_left_out_and_counted(spark):
     items = spark.createDataFrame([(i, i, 1, 1) for i in range(2, 7)],
                                   "item_idx long, cate_idx long, shop_idx long, brand_idx long")
     # catalogue 2..6, the user saw 2, 3, 4: only 5 and 6 are left, 3 negatives are asked
-    result = rank_candidates(samples, items, test_days=[d2], anchor=d2, catalogue_size=5,
+    result = rank_candidates(samples, items, anchors={d2: [d2]}, catalogue={d2: 5},
                              cfg=RankEvalConfig(negatives=3, draws_per_negative=20))
     assert result.rows.isEmpty()
-    assert [r["user_idx"] for r in result.skipped_users.collect()] == [2]
+    assert [(r["ds"], r["user_idx"]) for r in result.skipped_users.collect()] == [(d2, 2)]
+
+
+def test_each_anchor_of_a_range_sees_the_samples_up_to_it_only(spark):
+    d1, d2, d3 = DAYS[0], DAYS[1], DAYS[2]
+    # user 2 clicks item 3 on day 2 and item 4 on day 3; item 6 is first shown on day 3
+    samples = spark.createDataFrame([sample("s1", 2, 2, 1, d1, "09:00"), sample("s2", 2, 3, 1, d2, "09:00"),
+                                     sample("s3", 2, 4, 1, d3, "09:00"), sample("s4", 2, 6, 0, d3, "10:00")], SAMPLES)
+    items = spark.createDataFrame([(i, i, 1, 1) for i in range(2, 9)],
+                                  "item_idx long, cate_idx long, shop_idx long, brand_idx long")
+    cfg = RankEvalConfig(negatives=3, draws_per_negative=30, seed=1)
+    both = rank_candidates(samples, items, anchors={d2: [d2], d3: [d3]}, catalogue={d2: 7, d3: 7}, cfg=cfg).rows
+    got = {r["ds"]: r for r in both.collect()}
+    assert (got[d2]["sample_id"], got[d3]["sample_id"]) == ("s2", "s3")
+    assert not {2, 3} & set(got[d2]["cand_item_idx"][1:]) and not {2, 3, 4, 6} & set(got[d3]["cand_item_idx"][1:])
+    for anchor in (d2, d3):  # each anchor's rows are those of a run for it alone
+        alone = rank_candidates(samples.where(f"ds <= '{anchor}'"), items, anchors={anchor: [anchor]},
+                                catalogue={anchor: 7}, cfg=cfg).rows.first()
+        assert alone == got[anchor]

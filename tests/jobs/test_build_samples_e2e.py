@@ -1,7 +1,7 @@
 """jobs.build_samples and jobs.build_rank_eval end to end on a small seeded synthetic lakehouse.
 
 Covers: one sample per clean impression, the run records, day order (a gap is refused), a rerun of an earlier day
-giving the same rows while later days stay, the fixed lengths stored as table properties, refusals with exit 1,
+(with the days after it) giving the same rows, the fixed lengths stored as table properties, refusals with exit 1,
 and the evaluation sets built on top.
 """
 
@@ -44,8 +44,8 @@ def built(spark, tmp_path_factory):
 def test_days_in_order_reruns_and_refusals(spark, built, capsys):
     lakehouse = built
     assert run(build_samples, lakehouse, D1) == 0
-    assert run(build_samples, lakehouse, D3) == 1  # day 2 has events and no state yet
-    assert "2026-01-02 has clean events and no state yet" in capsys.readouterr().err
+    assert run(build_samples, lakehouse, D3) == 1  # day 2 was never built
+    assert "but 2026-01-02 was never processed by it; run it from 2026-01-02" in capsys.readouterr().err
     assert run(build_samples, lakehouse, D2) == 0
     assert run(build_samples, lakehouse, D3) == 0
 
@@ -67,9 +67,11 @@ def test_days_in_order_reruns_and_refusals(spark, built, capsys):
     props = lakehouse.properties(SAMPLES_TABLE)
     assert (props["ctr.samples.hist_len"], props["ctr.samples.ctx_size"]) == ("50", "5")
 
-    # rerunning day 2 after day 3 gives the same rows for day 2, and day 3 stays as it was
+    # day 2 alone after day 3 is refused (day 3 was built on it); day 2 to day 3 gives the same rows for both
     before = {t: (rows(spark, lakehouse, t, D2), rows(spark, lakehouse, t, D3)) for t in (SAMPLES_TABLE, STATE_TABLE)}
-    assert run(build_samples, lakehouse, D2) == 0
+    assert run(build_samples, lakehouse, D2) == 1
+    assert "run the whole rest of the chain: --ds 2026-01-02 --until 2026-01-03" in capsys.readouterr().err
+    assert run(build_samples, lakehouse, D2, "--until", D3.isoformat()) == 0
     after = {t: (rows(spark, lakehouse, t, D2), rows(spark, lakehouse, t, D3)) for t in (SAMPLES_TABLE, STATE_TABLE)}
     assert after == before
 
@@ -78,7 +80,7 @@ def test_days_in_order_reruns_and_refusals(spark, built, capsys):
     assert run(build_samples, lakehouse, D3, "--set", "hist_len=10") == 1
     assert "ctr.samples.hist_len=50 (asked: 10)" in capsys.readouterr().err
     assert run(build_samples, lakehouse, dt.date(2026, 1, 4)) == 1
-    assert "build_vocab has not processed 2026-01-04" in capsys.readouterr().err
+    assert "validate_events has not processed 2026-01-04" in capsys.readouterr().err
     assert lakehouse.version(SAMPLES_TABLE) == version
 
 

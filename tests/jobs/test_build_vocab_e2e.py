@@ -1,4 +1,5 @@
-"""jobs.build_vocab end to end: main([...]) on hand-built clean events (the days of tests/features/test_vocab.py).
+"""jobs.build_vocab end to end: main([...]) on hand-built events (the days of tests/features/test_vocab.py), validated
+by jobs.validate_events.
 
 Indices are the ones worked out by hand in tests/features/test_vocab.py (min_count 2).
 """
@@ -16,6 +17,7 @@ from pyspark.sql import functions as F
 
 from features.schemas import RAW_ITEMS, RAW_USERS
 from features.vocab import DAYS_TABLE, PENDING_TABLE, VOCAB, VOCAB_PENDING, VOCAB_TABLE
+from jobs import validate_events
 from jobs.build_vocab import main
 from tests.features.test_vocab import D1, D2, DAY1, DAY2, ITEMS, USERS, events
 
@@ -25,8 +27,9 @@ STATE = (VOCAB_TABLE, PENDING_TABLE, DAYS_TABLE)
 
 
 def write_day(spark, lakehouse, pairs, ds):
-    lakehouse.write(events(spark, pairs, ds), "features/events_clean", mode="overwrite", replace_ds=[ds],
-                    partition_by=["ds"])
+    """The day's raw events (all valid), validated."""
+    lakehouse.write(events(spark, pairs, ds), "raw/events", mode="overwrite", replace_ds=[ds], partition_by=["ds"])
+    assert validate_events.main(["--lakehouse", str(lakehouse.root), "--ds", ds.isoformat()]) == 0
 
 
 def run(lakehouse, ds, *extra):
@@ -97,18 +100,31 @@ def test_days_in_order_stable_indices_reruns_and_refusals(spark, lakehouse, caps
     assert {(r.field, r.raw_id, r["count"]) for r in pending_d2.collect()} == {
         ("user", "u5", 1), ("item", "i5", 1), ("item", "i6", 1)}
 
-    # A day without events (no events_clean partition) adds nothing, and is still recorded as processed ...
+    # A day without events (validated: no events_clean partition) adds nothing, and is still recorded as processed
+    assert validate_events.main(["--lakehouse", str(lakehouse.root), "--ds", D3.isoformat()]) == 0
     assert run(lakehouse, D3) == 0
     assert "build_vocab 2026-01-07: events = 0" in capsys.readouterr().out
     assert lakehouse.read(spark, VOCAB_TABLE).where(F.col("ds") == D3).count() == 0
-    # ... so day 2, now earlier than the latest processed day, is refused, and nothing changes.
+    # ... so day 2 alone, now earlier than the latest processed day, is refused (day 3 was built on it), and nothing
+    # changes; the message names the run that would do it
     versions = {t: lakehouse.version(t) for t in STATE}
     assert run(lakehouse, D2) == 1
     err = capsys.readouterr().err
-    assert "day order" in err and "already processed 2026-01-07; 2026-01-06 is earlier" in err
+    assert "has processed days up to 2026-01-07" in err and "--ds 2026-01-06 --until 2026-01-07" in err
     assert {t: lakehouse.version(t) for t in STATE} == versions
     failed = lakehouse.read(spark, "features/runs").where(F.col("status") == "failed").collect()
-    assert [(r.ds, "day order" in r.error) for r in failed] == [(D2, True)]
+    assert [(r.ds, "processed days up to" in r.error) for r in failed] == [(D2, True)]
+    # ... and so is a day after a day that was never processed (validated, not in the vocabulary)
+    d5 = D3 + dt.timedelta(days=2)
+    for day in (D3 + dt.timedelta(days=1), d5):
+        assert validate_events.main(["--lakehouse", str(lakehouse.root), "--ds", day.isoformat()]) == 0
+    assert run(lakehouse, d5) == 1
+    assert "but 2026-01-08 was never processed by it; run it from 2026-01-08" in capsys.readouterr().err
+    # the range from day 2 on rebuilds them all, with day 2's indices as before
+    assert run(lakehouse, D2, "--until", d5.isoformat()) == 0
+    assert snapshot(spark, lakehouse)[VOCAB_TABLE] == sorted(map(tuple, vocab_rows(
+        spark, DAY1_ROWS + [(f, r, i, 2, first, D2) for f, r, i, first in changed]).collect()), key=repr)
+    versions = {t: lakehouse.version(t) for t in STATE}
 
     # The table refuses rows that take the padding or unknown index.
     with pytest.raises(Exception, match="valid_vocab_row"):
@@ -119,7 +135,7 @@ def test_days_in_order_stable_indices_reruns_and_refusals(spark, lakehouse, caps
 def test_missing_input_table_exits_1_naming_it(spark, lakehouse, capsys):
     assert main(["--lakehouse", str(lakehouse.root), "--ds", "2026-01-05"]) == 1
     err = capsys.readouterr().err
-    assert "'features/events_clean' does not exist" in err and "run validate_events first" in err
+    assert "validate_events has not processed 2026-01-05" in err and "python -m jobs.validate_events" in err
     assert not lakehouse.exists(VOCAB_TABLE)
 
 
