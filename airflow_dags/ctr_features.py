@@ -6,11 +6,13 @@
   the Delta package and confs of ``ctr_settings`` (embedded default: ``local[*]`` and the jars resolved in
   ``.cache/ivy``). A range job reads its inputs once, computes every day in one plan and commits each table once.
 * The days asked for are the run's day (``{{ ds }}``), or ``{{ ds }}`` to the conf's ``until``. Before its submit,
-  each task widens them (``jobs.airflow_tasks.feature_plan``, from the run records in ``features/runs``): back to the
-  job's first missing or stale day since ``start_date``, and on to the later days built on the ones it replaces. So
-  one run catches up whatever is missing (the DAG was paused, a task failed yesterday, the lakehouse is new) and
-  rebuilds whatever a late day made stale, with one range job per task, not one Airflow run per day. That is why
-  ``catchup`` is off by default: the scheduler's latest run does the catch-up.
+  each task plans its range (``jobs.airflow_tasks.feature_plan``, from the run records in ``features/runs``): the
+  job's missing and stale days since ``start_date`` and the asked days that are missing or stale (validate_events
+  always redoes the asked days; ``{"rebuild": true}`` makes every task do so), through the later days built on the
+  ones it replaces; a task with nothing to do is skipped. So one run catches up whatever is missing (the DAG was
+  paused, a task failed yesterday, the lakehouse is new) and rebuilds whatever a late day made stale, with one
+  range job per task, not one Airflow run per day. That is why ``catchup`` is off by default: the scheduler's latest
+  run does the catch-up. A day whose content did not change (same fingerprint) makes nothing stale.
 * Every job is idempotent for its range (it replaces its ``ds`` partitions), so a retry, a rerun or a backfill of a
   day gives the tables of the daily runs. Retries back off exponentially.
 * The vocabulary and the samples carry state from day to day; the DAG runs one run at a time
@@ -46,6 +48,8 @@ from ctr_settings import SETTINGS
     params={
         "rank_eval": Param(True, type="boolean",
                            description="build features/split and features/rank_eval for the run's days"),
+        "rebuild": Param(False, type="boolean",
+                         description="redo the asked days even where they are processed and current"),
         "until": Param(None, type=["null", "string"], pattern=r"^\d{4}-\d{2}-\d{2}$",
                        description="catch up in one run: every day from the run's day to this one (YYYY-MM-DD), "
                                    "each job in one spark-submit"),

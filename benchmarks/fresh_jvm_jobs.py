@@ -3,8 +3,10 @@
     python -m benchmarks.fresh_jvm_jobs                                   # the pipeline's small preset
     python -m benchmarks.fresh_jvm_jobs --conf spark.sql.codegen.factoryMode=NO_CODEGEN
     python -m benchmarks.fresh_jvm_jobs --preset medium
+    python -m benchmarks.fresh_jvm_jobs --events 100000 --days 213 --requests-per-user-day 0.1   # a long, thin log
 
-Generates the preset's synthetic log (``jobs.pipeline`` presets) into a fresh temporary lakehouse (not timed), then
+Generates the preset's synthetic log (``jobs.pipeline`` presets), or about ``--events`` events over ``--days`` days,
+into a fresh temporary lakehouse (not timed), then
 runs the feature jobs in the DAG's order, each over all the days (``--until``; build_rank_eval for the last day),
 each in a new Python process whose session gets the settings the Airflow DAG gives a local spark-submit
 (``ctr_settings.LOCAL_CONF``: driver memory, shuffle partitions, C1-only JIT) plus ``--conf``; the preset's own
@@ -15,6 +17,7 @@ start is printed apart.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import json
 import shlex
@@ -24,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.generate_synthetic import users_for_events
 from jobs import pipeline
 
 sys.path.insert(0, str(pipeline.DAGS_FOLDER))
@@ -48,6 +52,12 @@ def run_one(job: str, conf_json: str, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fresh_jvm_jobs", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=list(pipeline.PRESETS), default="small", help="synthetic log to build")
+    parser.add_argument("--events", type=int, help="generate about this many events instead of a preset's log")
+    parser.add_argument("--days", type=int, default=7, help="days of the --events log (default 7)")
+    parser.add_argument("--items", type=int, default=5000, help="items of the --events log (default 5000)")
+    parser.add_argument("--requests-per-user-day", type=float, default=2.0, help="of the --events log (default 2)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--lakehouse", help="keep the lakehouse here (default: a temporary folder, deleted)")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting")
     args = parser.parse_args(argv)
     malformed = [item for item in args.conf if "=" not in item]
@@ -55,26 +65,44 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--conf takes KEY=VALUE, got {malformed[0]!r}")
     conf = dict(item.split("=", 1) for item in args.conf)
     project = Path(__file__).resolve().parents[1]
-    days = pipeline.preset_days(args.preset)
     with tempfile.TemporaryDirectory(prefix="bench-fresh-jvm-") as tmp:
-        lakehouse = str(Path(tmp) / "lakehouse")
-        generate = [sys.executable, "-m", "jobs.generate_synthetic", *pipeline.generate_argv(lakehouse, args.preset)]
+        lakehouse = args.lakehouse or str(Path(tmp) / "lakehouse")
+        if args.events is None:
+            days = pipeline.preset_days(args.preset)
+            generate_argv = pipeline.generate_argv(lakehouse, args.preset)
+        else:
+            days = [dt.date.fromisoformat(pipeline.START_DATE) + dt.timedelta(days=n) for n in range(args.days)]
+            users = users_for_events(args.events, args.days, args.requests_per_user_day)
+            generate_argv = ["--lakehouse", lakehouse, "--users", str(users), "--items", str(args.items), "--days",
+                             str(args.days), "--requests-per-user-day", str(args.requests_per_user_day), "--seed",
+                             str(args.seed), "--start-date", pipeline.START_DATE, "--corrupt-fraction", "0.001"]
+        generate = [sys.executable, "-m", "jobs.generate_synthetic", *generate_argv]
         if subprocess.run(generate, cwd=project, capture_output=True).returncode != 0:
             print("generating the log failed", file=sys.stderr)
             return 1
+        events = _raw_events(lakehouse)
+        print(f"log: {events:,} raw events over {len(days)} days ({shlex.join(generate_argv[2:])})", flush=True)
         status = _run_jobs(project, lakehouse, days[0].isoformat(), days[-1].isoformat(), conf)
     given = argv if argv is not None else sys.argv[1:]
     print("command: .venv/bin/python -m benchmarks.fresh_jvm_jobs " + shlex.join(given))
     return status
 
 
+def _raw_events(lakehouse: str) -> int:
+    from features.tableio import Lakehouse
+
+    return Lakehouse(lakehouse).count("raw/events")
+
+
 def _run_jobs(project: Path, lakehouse: str, first: str, last: str, conf: dict[str, str]) -> int:
-    total = 0.0
+    total, wall = 0.0, {}
     for job in ctr_settings.FEATURE_JOBS:
         days = ["--ds", last] if job == "build_rank_eval" else ["--ds", first, "--until", last]
         code = (f"from benchmarks.fresh_jvm_jobs import run_one; "
                 f"run_one({job!r}, {json.dumps(conf)!r}, {['--lakehouse', lakehouse, *days]!r})")
+        started = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
+        wall[job] = time.perf_counter() - started
         lines = [line for line in done.stdout.splitlines() if line.startswith(_RESULT)]
         result = json.loads(lines[-1].removeprefix(_RESULT)) if lines else None
         if done.returncode != 0 or result is None or result["status"] != 0:
@@ -83,8 +111,10 @@ def _run_jobs(project: Path, lakehouse: str, first: str, last: str, conf: dict[s
                   file=sys.stderr)
             return 1
         total += result["job"]
-        print(f"{job}: {result['job']:.1f} s (session start {result['session']:.1f} s)", flush=True)
-    print(f"all jobs: {total:.1f} s")
+        print(f"{job}: {result['job']:.1f} s (session start {result['session']:.1f} s, process {wall[job]:.1f} s)",
+              flush=True)
+    chain = sum(wall[job] for job in ("validate_events", "build_vocab", "build_samples"))
+    print(f"all jobs: {total:.1f} s; validate -> vocab -> samples, three processes start to exit: {chain:.1f} s")
     return 0
 
 

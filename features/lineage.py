@@ -3,10 +3,12 @@
 A job's day d is **processed** when a succeeded run record for d exists (``features/runs``, one row per day of a
 run); its latest one says what d was built from. The day is **stale** when something it was built on has changed:
 
-* an upstream job (:data:`features.tables.UPSTREAM`) rewrote one of the days up to d after d was built: the
-  upstream run's output version of the table read is newer than the version d's run recorded as its input;
-* for the jobs that carry state (:data:`features.tables.CHAINED`): the job rewrote one of its own earlier days in a
-  later run than d's;
+* an upstream job (:data:`features.tables.UPSTREAM`) rewrote one of the days up to d after d was built (the
+  upstream run's output version of the table read is newer than the version d's run recorded as its input), with
+  other rows: a job that records a day's content fingerprint (:data:`FINGERPRINT`, an order-free hash of its rows)
+  and rewrote it with the same one changed nothing;
+* for the jobs that carry state (:data:`features.tables.CHAINED`): the job rewrote one of its own earlier days with
+  other rows in a later run than d's;
 * an upstream day up to d is itself stale (staleness travels down the chain until the days are rebuilt);
 * for ``validate_events``: the ``raw/events`` partition of d or of the day before (whose valid impressions a click
   after midnight matches) holds other files than at the version d's run read (the Delta log is compared, no data
@@ -28,18 +30,50 @@ from dataclasses import dataclass, field
 from features import tables as T
 from features.tableio import Lakehouse
 
+#: the count under which a job records a day's content fingerprint (an order-free hash of the day's rows): a day
+#: rewritten with the same fingerprint changes nothing downstream
+FINGERPRINT = "fingerprint"
+
 
 @dataclass(frozen=True)
 class DayRecord:
-    """The latest succeeded run of a job for one day (``first_version``: the primary output version of the first)."""
+    """One succeeded run of a job for one day."""
 
     run_id: str
     inputs: dict[str, int]
     outputs: dict[str, int]
-    first_version: int = -1
+    counts: dict[str, int] = field(default_factory=dict)
 
     def output(self, table: str) -> int:
         return self.outputs.get(table, -1)
+
+    @property
+    def fingerprint(self) -> int | None:
+        return self.counts.get(FINGERPRINT)
+
+
+@dataclass(frozen=True)
+class DayHistory:
+    """The succeeded runs of a job for one day, oldest first (by the version of the job's primary output)."""
+
+    runs: tuple[DayRecord, ...]
+
+    @property
+    def latest(self) -> DayRecord:
+        return self.runs[-1]
+
+    def as_of(self, table: str, version: int) -> DayRecord | None:
+        """The run whose output a reader of ``table`` at ``version`` saw (None: the day was not written yet)."""
+        seen = [run for run in self.runs if run.output(table) <= version]
+        return seen[-1] if seen else None
+
+    def changed_since(self, table: str, version: int) -> bool:
+        """Whether the day's rows in ``table`` differ from those at ``version``: rewritten since, and not known to
+        hold the same content (same fingerprint)."""
+        if self.latest.output(table) <= version:
+            return False
+        then = self.as_of(table, version)
+        return then is None or then.fingerprint is None or then.fingerprint != self.latest.fingerprint
 
 
 @dataclass
@@ -56,23 +90,20 @@ class JobDays:
         return self.processed[-1] if self.processed else None
 
 
-def day_records(lakehouse: Lakehouse) -> dict[str, dict[dt.date, DayRecord]]:
-    """job -> day -> its latest succeeded run (the one whose primary output version is the highest)."""
+def day_records(lakehouse: Lakehouse) -> dict[str, dict[dt.date, DayHistory]]:
+    """job -> day -> its succeeded runs, ordered by the version of the job's primary output."""
     if not lakehouse.exists(T.RUNS):
         return {}
-    table = lakehouse.read_arrow(T.RUNS, columns=["run_id", "job", "ds", "status", "inputs", "outputs"])
-    records: dict[str, dict[dt.date, DayRecord]] = {}
+    table = lakehouse.read_arrow(T.RUNS, columns=["run_id", "job", "ds", "status", "inputs", "outputs", "counts"])
+    runs: dict[str, dict[dt.date, list[DayRecord]]] = {}
     for row in table.to_pylist():
         if row["status"] != "succeeded" or row["job"] not in T.PRIMARY_OUTPUT:
             continue
-        record = DayRecord(row["run_id"], dict(row["inputs"] or []), dict(row["outputs"] or []))
-        primary = T.PRIMARY_OUTPUT[row["job"]]
-        days = records.setdefault(row["job"], {})
-        known = days.get(row["ds"])
-        first = min(record.output(primary), known.first_version) if known else record.output(primary)
-        latest = record if known is None or record.output(primary) >= known.output(primary) else known
-        days[row["ds"]] = DayRecord(latest.run_id, latest.inputs, latest.outputs, first)
-    return records
+        record = DayRecord(row["run_id"], dict(row["inputs"] or []), dict(row["outputs"] or []),
+                           dict(row["counts"] or []))
+        runs.setdefault(row["job"], {}).setdefault(row["ds"], []).append(record)
+    return {job: {day: DayHistory(tuple(sorted(found, key=lambda r: r.output(T.PRIMARY_OUTPUT[job]))))
+                  for day, found in days.items()} for job, days in runs.items()}
 
 
 def chain_status(lakehouse: Lakehouse) -> dict[str, JobDays]:
@@ -101,52 +132,52 @@ def chain_status(lakehouse: Lakehouse) -> dict[str, JobDays]:
     return status
 
 
-def _own_staleness(job: str, mine: dict[dt.date, DayRecord], days: JobDays) -> None:
-    """Days built on an earlier day of the job's own that a later run rewrote (or, for validate_events, validated
-    for the first time)."""
+def _own_staleness(job: str, mine: dict[dt.date, DayHistory], days: JobDays) -> None:
+    """Days built on an earlier day of the job's own whose rows changed since (or, for validate_events, whose day
+    before was validated for the first time after them)."""
     primary = T.PRIMARY_OUTPUT[job]
     if job == "validate_events":
-        for day, record in mine.items():
+        for day, history in mine.items():
             before = mine.get(day - dt.timedelta(days=1))
-            if before is not None and before.first_version > record.output(primary):
+            if before is not None and before.runs[0].output(primary) > history.latest.output(primary):
                 days.stale.setdefault(day, f"the day before was validated for the first time after {day}")
         return
     if job not in T.CHAINED:
         return
-    newest: tuple[int, dt.date] | None = None  # the newest version among the days before, and its day
-    for day in sorted(mine):
-        if newest is not None and newest[0] > mine[day].output(primary):
-            days.stale.setdefault(day, f"{job} rebuilt {newest[1]} after this day was built on it")
-        version = (mine[day].output(primary), day)
-        newest = version if newest is None or version[0] > newest[0] else newest
+    ordered = sorted(mine)
+    for position, day in enumerate(ordered):
+        built = mine[day].latest.output(primary)
+        for earlier in ordered[:position]:
+            if mine[earlier].changed_since(primary, built):
+                days.stale.setdefault(day, f"{job} rebuilt {earlier} with other rows after this day was built on it")
+                break
 
 
-def _upstream_staleness(mine: dict[dt.date, DayRecord], theirs: dict[dt.date, DayRecord], upstream: str,
+def _upstream_staleness(mine: dict[dt.date, DayHistory], theirs: dict[dt.date, DayHistory], upstream: str,
                         table: str, days: JobDays) -> None:
-    """Days built before the upstream job rewrote one of the days up to them."""
-    pending = sorted(theirs)
-    newest: tuple[int, dt.date] | None = None
-    for day in sorted(mine):
-        while pending and pending[0] <= day:
-            version = (theirs[pending[0]].output(table), pending[0])
-            newest = version if newest is None or version[0] > newest[0] else newest
-            pending.pop(0)
-        read = mine[day].inputs.get(table)
-        if newest is not None and read is not None and newest[0] > read:
-            days.stale.setdefault(day, f"{upstream} rewrote {newest[1]} ({table} version {newest[0]}) after this day "
-                                       f"was built from version {read}")
+    """Days built before the upstream job changed the rows of one of the days up to them."""
+    for day, history in mine.items():
+        read = history.latest.inputs.get(table)
+        if read is None:
+            continue
+        changed = [d for d, their in theirs.items() if d <= day and their.changed_since(table, read)]
+        if changed:
+            first = min(changed)
+            days.stale.setdefault(day, f"{upstream} rewrote {first} ({table} version "
+                                       f"{theirs[first].latest.output(table)}) with other rows after this day was "
+                                       f"built from version {read}")
 
 
-def _raw_staleness(lakehouse: Lakehouse, mine: dict[dt.date, DayRecord], days: JobDays) -> None:
+def _raw_staleness(lakehouse: Lakehouse, mine: dict[dt.date, DayHistory], days: JobDays) -> None:
     """validate_events days whose raw/events partition, or the day before's, changed since the version their run
     read."""
     if not mine or not lakehouse.exists(T.RAW_EVENTS):
         return
     current = _files_by_day(lakehouse, None)
     by_version: dict[int, list[dt.date]] = {}
-    for day, record in mine.items():
-        if T.RAW_EVENTS in record.inputs:
-            by_version.setdefault(record.inputs[T.RAW_EVENTS], []).append(day)
+    for day, history in mine.items():
+        if T.RAW_EVENTS in history.latest.inputs:
+            by_version.setdefault(history.latest.inputs[T.RAW_EVENTS], []).append(day)
     for version, built in by_version.items():
         try:
             then = _files_by_day(lakehouse, version)
@@ -270,27 +301,36 @@ class RangePlan:
 
 
 def plan_range(lakehouse: Lakehouse, job: str, first: dt.date, last: dt.date, *, since: dt.date | None = None,
-               split_days: int = 3) -> RangePlan:
-    """The range a scheduled run of ``job`` for ``first..last`` should cover so that the chain ends up complete and
-    current: from the job's first missing or stale day (not before ``since``) to its last stale day, and for the
-    jobs that carry state, on to their latest processed day once the range replaces processed days.
+               split_days: int = 3, rebuild: bool = False) -> RangePlan:
+    """The range a scheduled run of ``job`` asked for ``first..last`` should cover so that the chain ends up complete
+    and current.
 
-    ``build_rank_eval`` catches up stale anchors only (an anchor is an evaluation set, not part of a chain), never
-    starts before the first day with ``split_days`` sample days, and is skipped when its range ends before the
-    current split's anchor (a backfill must not move the split back).
+    The days to do: the job's missing and stale days since ``since`` (for ``build_rank_eval``: its stale anchors
+    only; an anchor is an evaluation set, not a link of a chain), and of the days asked for, those that are missing
+    or stale (``validate_events`` and ``rebuild``: all of them; a processed, current day has nothing to redo). The
+    range runs from the first of them to the last, and for the jobs that carry state on to their latest processed day
+    once it replaces processed days. Nothing to do: skip (``first`` None).
+
+    ``build_rank_eval`` never starts before the first day with ``split_days`` sample days, and is skipped when its
+    range would end before the current split's anchor (a backfill must not move the split back).
     """
     status = chain_status(lakehouse)
     mine, reasons = status[job], []
-    todo = sorted(set(mine.stale) | (set() if job == "build_rank_eval" else set(mine.missing)))
-    if since is not None:
-        todo = [d for d in todo if d >= since]
-    start, end = min([first, *todo]), max([last, *(d for d in mine.stale if d > last)])
+    asked = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    behind = set(mine.stale) | (set() if job == "build_rank_eval" else set(mine.missing))
+    todo = {d for d in behind if since is None or d >= since}
+    todo |= {d for d in asked if rebuild or job == "validate_events" or d in set(mine.stale) | set(mine.missing)}
+    if not todo:
+        return RangePlan(None, None, f"{job} has processed every day of {first}..{last} and none is stale")
+    start, end = min(todo), max(todo)
     if start < first:
         reasons.append(f"{job} has missing or stale days from {start}")
     if job in T.CHAINED and mine.latest is not None and start <= mine.latest and end < mine.latest:
         end = mine.latest
     if end > last:
-        reasons.append(f"the days up to {end} were built on the range's days and are rebuilt with them")
+        reasons.append(f"the days up to {end} are stale or were built on the range's days")
+    if start > first:
+        reasons.append(f"{first}..{start - dt.timedelta(days=1)} processed and current")
     if job == "build_rank_eval":
         if lakehouse.exists(T.SPLIT):
             anchors = lakehouse.read_arrow(T.SPLIT, columns=["anchor_ds"]).column("anchor_ds").to_pylist()

@@ -1,4 +1,4 @@
-"""Spark StructTypes of the table contracts (DESIGN.md section 3).
+"""Spark StructTypes of the table contracts.
 
 Raw tables are what arrives from logging, so every column of them is nullable here: a raw row with a missing
 ``user_id`` is data to quarantine, not a reason for a read to fail. Which columns a *valid* row must fill is
@@ -103,7 +103,9 @@ FEATURE_RUNS = StructType(
 )
 
 #: ``features/quarantine``: every rejected input row, partitioned by ``ds``; each job replaces its own slice
-#: (ds, job) on a rerun. ``raw_row`` is the rejected row as JSON, so nothing of it is lost.
+#: (ds, job) on a rerun. ``raw_row`` is the rejected row as JSON, so nothing of it is lost. ``run_id`` is
+#: ``<job>/<ds>``: the rows are the same whatever range the job ran; the run that wrote them is the job's latest
+#: succeeded row for that day in ``features/runs``.
 QUARANTINE = StructType(
     [
         StructField("ds", DateType(), False),

@@ -419,8 +419,13 @@ class Lakehouse:
         replace_match: Mapping[str, str] | None = None,
         properties: Mapping[str, str] | None = None,
         user_metadata: str | None = None,
+        optimize_write: bool = False,
     ) -> int:
         """Write a Spark DataFrame with delta-spark; returns the table's version after the write.
+
+        ``optimize_write``: Delta's optimized write (a shuffle before the write that bins each partition's rows into
+        files of about ``spark.databricks.delta.optimizeWrite.binSize``): a range of small days is written as about
+        one file per day and table instead of one per day and task.
 
         ``txn=(app_id, version)``: Delta's idempotent-write id; the write is skipped when the table has recorded
         that version (or a later one) for ``app_id``. ``user_metadata`` is stored in the commit's ``userMetadata``
@@ -482,6 +487,8 @@ class Lakehouse:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
         if user_metadata is not None:
             writer = writer.option("userMetadata", user_metadata)
+        if optimize_write:
+            writer = writer.option("optimizeWrite", "true")
         try:
             writer.save(location)
         except Exception as err:

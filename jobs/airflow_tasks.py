@@ -41,9 +41,10 @@ def _day(value: Any) -> dt.date:
 # ---------------------------------------------------------------------------------------------------- feature checks
 def feature_plan(lakehouse: str, job: str, first: Any, last: Any, params: Mapping[str, Any],
                  job_config: Mapping[str, Any] | None = None, since: Any = None):
-    """The range a feature task runs (``features.lineage.plan_range``): its own, widened to the job's missing and
-    stale days since ``since`` (the DAG's start date) and to the later days built on the ones it replaces; for
-    ``build_rank_eval``, nothing when the run's conf says ``{"rank_eval": false}``. Returns a ``RangePlan``."""
+    """The range a feature task runs (``features.lineage.plan_range``): the job's missing and stale days since
+    ``since`` (the DAG's start date) and the asked days that are missing or stale (all of them with the run's conf
+    ``{"rebuild": true}``), through the later days built on the ones it replaces; for ``build_rank_eval``, nothing
+    when the run's conf says ``{"rank_eval": false}``. Returns a ``RangePlan``."""
     from features.lineage import RangePlan, plan_range
 
     if job == "build_rank_eval" and not params.get("rank_eval", True):
@@ -51,7 +52,8 @@ def feature_plan(lakehouse: str, job: str, first: Any, last: Any, params: Mappin
     cfg = job_config or {}
     split_days = int(cfg.get("test_days", 1)) + int(cfg.get("valid_days", 1)) + 1
     return plan_range(_lakehouse(lakehouse), job, _day(first), _day(last),
-                      since=_day(since) if since is not None else None, split_days=split_days)
+                      since=_day(since) if since is not None else None, split_days=split_days,
+                      rebuild=bool(params.get("rebuild", False)))
 
 
 # ---------------------------------------------------------------------------------------------------- training

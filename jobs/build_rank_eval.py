@@ -46,7 +46,7 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
         frame.persist()
     try:
         out = {T.RANK_EVAL: claim.write(args, spark, result.rows, T.RANK_EVAL, mode="overwrite", replace_ds=anchors,
-                                        partition_by=["ds"])}
+                                        partition_by=["ds"], optimize_write=True)}
         skipped = {r["ds"]: r["count"] for r in result.skipped_users.groupBy("ds").count().collect()}
     finally:
         for frame in result.shared:

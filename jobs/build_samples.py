@@ -66,7 +66,7 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
                                       partition_by=["ds"], constraints=S.samples_constraints(cfg),
                                       properties=cfg.table_properties()),
                T.USER_STATE: lh.write(built.state, T.USER_STATE, mode="overwrite", replace_ds=days,
-                                      partition_by=["ds"])}
+                                      partition_by=["ds"], optimize_write=True)}
         per_day = {r["ds"]: r.asDict() for r in built.counts.collect()}
     finally:
         for frame in built.shared:

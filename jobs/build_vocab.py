@@ -47,17 +47,24 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
         waiting = {r["ds"]: r["count"] for r in pending_days.groupBy("ds").count().collect()}
         events_per_day = {r["ds"]: r["events"] for r in counts.where(F.col("field") == "user").groupBy("ds").agg(
             F.sum("count").alias("events")).collect()}
+        # each day's content, as an order-free hash of its additions and pending rows (a rebuild of a day that
+        # gives the same rows makes no later day stale)
+        fingerprint: dict = {}
+        for frame, salt in ((additions, "vocab"), (pending_days, "pending")):
+            for r in frame.groupBy("ds").agg(F.bit_xor(F.xxhash64(F.lit(salt), *frame.columns)).alias("h")).collect():
+                fingerprint[r["ds"]] = fingerprint.get(r["ds"], 0) ^ r["h"]
         out = {T.VOCAB: claim.write(args, spark, additions, T.VOCAB, mode="overwrite", replace_ds=days,
-                                    partition_by=["ds"], constraints=V.VOCAB_CONSTRAINTS),
+                                    partition_by=["ds"], constraints=V.VOCAB_CONSTRAINTS, optimize_write=True),
                T.VOCAB_PENDING: lh.write(pending_days, T.VOCAB_PENDING, mode="overwrite", replace_ds=days,
-                                         partition_by=["ds"])}
+                                         partition_by=["ds"], optimize_write=True)}
     finally:
         for frame in (counts, additions, pending_days):
             frame.unpersist()
     per_day = {day: sum(n for (d, _), n in new.items() if d == day) for day in days}
     record = spark.createDataFrame([(day, cfg.min_count, per_day[day], waiting.get(day, 0)) for day in days],
                                    V.VOCAB_DAYS)
-    out[T.VOCAB_DAYS] = lh.write(record, T.VOCAB_DAYS, mode="overwrite", replace_ds=days, partition_by=["ds"])
+    out[T.VOCAB_DAYS] = lh.write(record, T.VOCAB_DAYS, mode="overwrite", replace_ds=days, partition_by=["ds"],
+                                 optimize_write=True)
     committed = lh.partition_rows(spark, T.VOCAB, version=out[T.VOCAB])
     total = sum(n for d, n in committed.items() if d < args.ds)
     result = {}
@@ -66,7 +73,8 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
             raise RuntimeError(f"invariant broken for {day}: {per_day[day]} new ids computed, "
                                f"{committed.get(day, 0)} committed to {T.VOCAB}")
         total += per_day[day]
-        result[day] = {"events": events_per_day.get(day, 0), "new_ids": per_day[day],
+        result[day] = {"events": events_per_day.get(day, 0), lineage.FINGERPRINT: fingerprint.get(day, 0),
+                       "new_ids": per_day[day],
                        "pending_ids": waiting.get(day, 0), "vocab_ids": total,
                        **{f"new_ids.{f}": new.get((day, f), 0) for f in V.FIELDS}}
     return jobkit.JobOutcome(inputs=inputs, outputs=out, counts=result)

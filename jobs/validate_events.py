@@ -22,9 +22,9 @@ if __package__ in (None, ""):  # run as a file (spark-submit jobs/validate_event
 from pydantic import Field  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from features import jobkit  # noqa: E402
+from features import jobkit, lineage  # noqa: E402
 from features import tables as T  # noqa: E402
-from features.events import MAX_CLICK_WINDOW_SECONDS, clean_events  # noqa: E402
+from features.events import CLEAN_COLUMNS, MAX_CLICK_WINDOW_SECONDS, clean_events  # noqa: E402
 
 
 class ValidateConfig(jobkit.JobConfig):
@@ -57,15 +57,18 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
     variants = result.variants.persist()
     try:
         # per day and reason: distinct rows and their copies (computed once: both writes read the cache)
-        tally = variants.groupBy("ds", "reason").agg(F.count(F.lit(1)).alias("rows"),
-                                                     F.sum("copies").alias("copies")).collect()
+        tally = variants.groupBy("ds", "reason").agg(
+            F.count(F.lit(1)).alias("rows"), F.sum("copies").alias("copies"),
+            F.bit_xor(F.xxhash64(*CLEAN_COLUMNS)).alias("fingerprint")).collect()
         clean_version = claim.write(args, spark, result.clean, T.EVENTS_CLEAN, mode="overwrite", replace_ds=days,
-                                    partition_by=["ds"], constraints=CLEAN_CONSTRAINTS)
-        # the columns of features.schemas.QUARANTINE
-        quarantine = result.rejected.select("ds", F.lit(args.job).alias("job"), F.lit(args.run_id).alias("run_id"),
-                                            "reason", "event_id", "raw_row")
+                                    partition_by=["ds"], constraints=CLEAN_CONSTRAINTS, optimize_write=True)
+        # the columns of features.schemas.QUARANTINE; run_id names the job and the row's day (the same rows whatever
+        # range quarantined them: features/runs holds that day's run under (job, ds))
+        day_run = F.concat(F.lit(f"{args.job}/"), F.col("ds").cast("string"))
+        quarantine = result.rejected.select("ds", F.lit(args.job).alias("job"), day_run.alias("run_id"), "reason",
+                                            "event_id", "raw_row")
         q_version = lh.write(quarantine, T.QUARANTINE, mode="overwrite", replace_ds=days,
-                             replace_match={"job": args.job}, partition_by=["ds"])
+                             replace_match={"job": args.job}, partition_by=["ds"], optimize_write=True)
     finally:
         variants.unpersist()
     counts = _counts(spark, args, tally, raw_version, clean_version)
@@ -75,7 +78,8 @@ def body(spark, args: jobkit.JobArgs) -> jobkit.JobOutcome:
 
 def _counts(spark, args: jobkit.JobArgs, tally, raw_version: int, clean_version: int) -> dict[dt.date, dict[str, int]]:
     """Each day's counts from the plan, checked against the Delta log's row statistics: rows in (raw/events) =
-    clean (as committed) + quarantined + duplicates dropped."""
+    clean (as committed) + quarantined + duplicates dropped; and the fingerprint of its clean rows (an order-free
+    hash: a rerun that gives the same rows makes no later day stale)."""
     lh = args.lakehouse
     raw_rows = lh.partition_rows(spark, T.RAW_EVENTS, version=raw_version)
     committed = lh.partition_rows(spark, T.EVENTS_CLEAN, version=clean_version)
@@ -91,8 +95,9 @@ def _counts(spark, args: jobkit.JobArgs, tally, raw_version: int, clean_version:
             raise RuntimeError(f"invariant broken for {day}: rows in {raw_rows.get(day)} (raw/events) != clean "
                                f"{committed.get(day, 0)} (committed) + quarantined {quarantined} + duplicates dropped "
                                f"{duplicates}")
+        fingerprint = next((r["fingerprint"] for r in rows if r["reason"] is None), 0)
         counts[day] = {"rows_in": rows_in, "clean": clean, "quarantined": quarantined,
-                       "duplicates_dropped": duplicates,
+                       "duplicates_dropped": duplicates, lineage.FINGERPRINT: fingerprint,
                        **{f"quarantined.{reason}": n for reason, n in sorted(per_reason.items())}}
     return counts
 

@@ -308,12 +308,11 @@ def load_world(lakehouse: Lakehouse, *, world_seed: int, table_sizes: dict[str, 
     if lakehouse.exists(STATE_TABLE):
         if lakehouse.exists(SAMPLES_TABLE):
             hist_len = int(lakehouse.properties(SAMPLES_TABLE).get("ctr.samples.hist_len", "0"))
-        days = lakehouse.read_arrow(STATE_TABLE, columns=["ds"]).column("ds").to_pylist()
-        if days:
-            last_ds = max(days)
-            rows = lakehouse.read_arrow(STATE_TABLE, columns=["user_id", "clicks"],
-                                        where=f"ds = '{last_ds.isoformat()}'").to_pylist()
-            for row in rows:
+        rows = lakehouse.read_arrow(STATE_TABLE, columns=["user_id", "clicks", "ds"]).to_pylist()
+        if rows:
+            last_ds = max(row["ds"] for row in rows)
+            # a user's state at the end of the log: their latest row (the table keeps a row per active day)
+            for row in sorted(rows, key=lambda r: r["ds"]):
                 clicks = [c["item_id"] for c in row["clicks"]]  # oldest first
                 state[row["user_id"]] = clicks[-hist_len:] if hist_len else clicks
     item_number = {raw: j for j, raw in enumerate(items["item_id"])}

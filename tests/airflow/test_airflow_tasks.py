@@ -24,13 +24,15 @@ UTC = dt.UTC
 
 FEATURE_RUNS = pa.schema([("run_id", pa.string()), ("job", pa.string()), ("ds", pa.date32()),
                           ("status", pa.string()), ("inputs", pa.map_(pa.string(), pa.int64())),
-                          ("outputs", pa.map_(pa.string(), pa.int64()))])
+                          ("outputs", pa.map_(pa.string(), pa.int64())), ("counts", pa.map_(pa.string(), pa.int64()))])
 
 
-def write_feature_runs(lakehouse, job, days, *, inputs=None, outputs=None):
+def write_feature_runs(lakehouse, job, days, *, inputs=None, outputs=None, fingerprint=None):
     """Succeeded run records of ``job`` for ``days`` (the columns the plans read), as one run."""
+    counts = [] if fingerprint is None else [("fingerprint", fingerprint)]
     rows = [{"run_id": f"{job}/{days[0]}", "job": job, "ds": day, "status": "succeeded",
-             "inputs": list((inputs or {}).items()), "outputs": list((outputs or {}).items())} for day in days]
+             "inputs": list((inputs or {}).items()), "outputs": list((outputs or {}).items()), "counts": counts}
+            for day in days]
     lakehouse.write_arrow(pa.Table.from_pylist(rows, schema=FEATURE_RUNS), "features/runs", mode="append")
 
 
@@ -67,30 +69,48 @@ def plan(lakehouse, job, first, last, params=None, config=None, since=None):
 
 
 def test_a_daily_run_covers_its_day_and_catches_up_the_days_missed_before(lakehouse):
-    assert plan(lakehouse, "build_vocab", "2026-01-01", "2026-01-01") == (D1, D1)  # a fresh lakehouse
-    write_feature_runs(lakehouse, "validate_events", [D1, D2, D3, D4], outputs={"features/events_clean": 1})
-    write_feature_runs(lakehouse, "build_vocab", [D1, D2], inputs={"features/events_clean": 1},
+    # nothing validated yet: the vocabulary has nothing to do; validate_events always does the days asked
+    assert plan(lakehouse, "build_vocab", "2026-01-01", "2026-01-01") == (None, None)
+    assert plan(lakehouse, "validate_events", "2026-01-01", "2026-01-01") == (D1, D1)
+    write_feature_runs(lakehouse, "validate_events", [D1, D2, D3], outputs={"features/events_clean": 1})
+    write_feature_runs(lakehouse, "build_vocab", [D1], inputs={"features/events_clean": 1},
                        outputs={"features/vocab": 1})
-    assert plan(lakehouse, "build_vocab", "2026-01-03", "2026-01-03") == (D3, D3)  # the next day
-    assert plan(lakehouse, "build_vocab", "2026-01-04", "2026-01-04") == (D3, D4)  # day 3 was missed: one range
-    # a rerun of a processed day goes on to the latest one, built on it
-    assert plan(lakehouse, "build_vocab", "2026-01-01", "2026-01-01") == (D1, D2)
-    # days before the DAG's start date are not caught up
-    assert plan(lakehouse, "build_vocab", "2026-01-04", "2026-01-04", since="2026-01-04") == (D4, D4)
+    assert plan(lakehouse, "build_vocab", "2026-01-02", "2026-01-02") == (D2, D3)  # and day 3, validated already
+    write_feature_runs(lakehouse, "build_vocab", [D2, D3], inputs={"features/events_clean": 1},
+                       outputs={"features/vocab": 2})
+    write_feature_runs(lakehouse, "validate_events", [D5], outputs={"features/events_clean": 2})
+    assert plan(lakehouse, "build_vocab", "2026-01-05", "2026-01-05") == (D5, D5)
+    # a day that is processed and current has nothing to redo, unless the run's conf says rebuild; a rebuild of a
+    # processed day goes on to the latest one, built on it
+    assert plan(lakehouse, "build_vocab", "2026-01-02", "2026-01-02") == (D5, D5)  # only the missing day 5
+    assert plan(lakehouse, "build_vocab", "2026-01-02", "2026-01-02", {"rebuild": True}) == (D2, D5)
+    write_feature_runs(lakehouse, "build_vocab", [D5], inputs={"features/events_clean": 2},
+                       outputs={"features/vocab": 3})
+    got = T.feature_plan(lakehouse.root, "build_vocab", "2026-01-03", "2026-01-03", {})
+    assert got.first is None and "processed every day of 2026-01-03..2026-01-03" in got.reason
+    # raw days before the DAG's start date are not caught up
+    lakehouse.write_arrow(pa.table({"event_id": ["e1", "e2", "e3"], "ds": pa.array([D3, D4, D5], pa.date32())}),
+                          "raw/events", partition_by=["ds"])
+    assert plan(lakehouse, "validate_events", "2026-01-05", "2026-01-05") == (D4, D5)  # day 4 never validated
+    assert plan(lakehouse, "validate_events", "2026-01-05", "2026-01-05", since="2026-01-05") == (D5, D5)
 
 
 def test_a_late_day_makes_the_later_days_stale_and_the_next_run_rebuilds_them(lakehouse):
-    write_feature_runs(lakehouse, "validate_events", [D1, D2, D3], outputs={"features/events_clean": 1})
+    write_feature_runs(lakehouse, "validate_events", [D1, D2, D3], outputs={"features/events_clean": 1},
+                       fingerprint=7)
     write_feature_runs(lakehouse, "build_vocab", [D1, D2, D3], inputs={"features/events_clean": 1},
                        outputs={"features/vocab": 1})
+    write_feature_runs(lakehouse, "validate_events", [D4], outputs={"features/events_clean": 2}, fingerprint=7)
     assert plan(lakehouse, "build_vocab", "2026-01-04", "2026-01-04") == (D4, D4)
-    # day 2 validated again (late events): the vocabulary's days 2 and 3 are stale
-    write_feature_runs(lakehouse, "validate_events", [D2], outputs={"features/events_clean": 2})
-    write_feature_runs(lakehouse, "validate_events", [D4], outputs={"features/events_clean": 3})
+    # day 2 validated again with the same rows (same fingerprint): nothing is stale
+    write_feature_runs(lakehouse, "validate_events", [D2], outputs={"features/events_clean": 3}, fingerprint=7)
+    assert plan(lakehouse, "build_vocab", "2026-01-04", "2026-01-04") == (D4, D4)
+    # ... with other rows (late events): the vocabulary's days 2 and 3 are stale
+    write_feature_runs(lakehouse, "validate_events", [D2], outputs={"features/events_clean": 4}, fingerprint=8)
     got = T.feature_plan(lakehouse.root, "build_vocab", "2026-01-04", "2026-01-04", {})
     assert (got.first, got.last) == (D2, D4) and "missing or stale days from 2026-01-02" in got.reason
-    # a backfill run for day 2 alone rebuilds day 2 and everything built on it
-    assert plan(lakehouse, "build_vocab", "2026-01-02", "2026-01-02") == (D2, D3)
+    # a backfill run for day 2 alone rebuilds day 2 and everything after it
+    assert plan(lakehouse, "build_vocab", "2026-01-02", "2026-01-02") == (D2, D4)
 
 
 def test_rank_eval_runs_unless_turned_off_or_the_split_is_anchored_later(lakehouse):
@@ -100,15 +120,16 @@ def test_rank_eval_runs_unless_turned_off_or_the_split_is_anchored_later(lakehou
     off = T.feature_plan(lakehouse.root, "build_rank_eval", "2026-01-03", "2026-01-04", {"rank_eval": False})
     assert off.first is None and "rank_eval = false" in off.reason
     write_split(lakehouse, D3, [D1, D2, D3])
-    assert plan(lakehouse, "build_rank_eval", "2026-01-03", "2026-01-03") == (D3, D3)  # rerun of the anchor
     assert plan(lakehouse, "build_rank_eval", "2026-01-04", "2026-01-04") == (D4, D4)  # moves it forward
     moved_back = T.feature_plan(lakehouse.root, "build_rank_eval", "2026-01-02", "2026-01-02", {})
     assert moved_back.first is None and "anchored at 2026-01-03" in moved_back.reason
     # a missed anchor is not caught up (it is an evaluation set, not a link of a chain), a stale one is
     write_feature_runs(lakehouse, "build_rank_eval", [D3], inputs={"features/samples": 1},
                        outputs={"features/rank_eval": 1})
+    write_feature_runs(lakehouse, "build_samples", [D5], outputs={"features/samples": 2})
+    write_sample_days(lakehouse, [D1, D2, D3, D4, D5])
     assert plan(lakehouse, "build_rank_eval", "2026-01-05", "2026-01-05") == (D5, D5)
-    write_feature_runs(lakehouse, "build_samples", [D3], outputs={"features/samples": 2})
+    write_feature_runs(lakehouse, "build_samples", [D3], outputs={"features/samples": 3})
     assert plan(lakehouse, "build_rank_eval", "2026-01-05", "2026-01-05") == (D3, D5)
 
 
@@ -120,9 +141,11 @@ def write_sample_days(lakehouse, days):
 
 def test_rank_eval_waits_for_enough_sample_days_for_a_split(lakehouse):
     # a split needs test + valid + 1 days: 3 by default, so the first two days of a new lakehouse are left out
+    write_feature_runs(lakehouse, "build_samples", [D1, D2], outputs={"features/samples": 1})
     write_sample_days(lakehouse, [D1, D2])
     got = T.feature_plan(lakehouse.root, "build_rank_eval", "2026-01-01", "2026-01-02", {})
     assert got.first is None and "2 day(s) up to 2026-01-02" in got.reason and "needs 3" in got.reason
+    write_feature_runs(lakehouse, "build_samples", [D3, D4], outputs={"features/samples": 2})
     write_sample_days(lakehouse, [D1, D2, D3, D4])
     got = T.feature_plan(lakehouse.root, "build_rank_eval", "2026-01-01", "2026-01-04", {})  # from the first day
     assert (got.first, got.last) == (D3, D4) and "first possible day: 2026-01-03" in got.reason

@@ -124,7 +124,7 @@ def test_feature_dag_graph_is_exactly_the_daily_chain(local):
     assert (dag["timetable"], dag["cron"], dag["timezone"]) == ("CronDataIntervalTimetable", "0 0 * * *", "UTC")
     assert dag["max_active_runs"] == 1 and dag["catchup"] is False  # each run's tasks catch up by range
     assert dag["start_date"] == "2026-01-01T00:00:00+00:00"
-    assert dag["params"] == {"rank_eval": True, "until": None}
+    assert dag["params"] == {"rank_eval": True, "rebuild": False, "until": None}
     chain = ["validate_events", "build_vocab", "build_samples", "build_rank_eval"]
     tasks = dag["tasks"]
     assert sorted(tasks) == sorted(chain)
