@@ -222,7 +222,7 @@ def stale_report(lakehouse: Lakehouse, *, after: str) -> str | None:
     lines = [f"{after}: these days were built on inputs that have changed since; they are stale until rebuilt:"]
     for job, days in stale.items():
         first_day = min(days.stale)
-        lines.append(f"  {job}: {_span(days.stale)} (e.g. {first_day}: {days.stale[first_day]})")
+        lines.append(f"  {job}: {span(days.stale)} (e.g. {first_day}: {days.stale[first_day]})")
     lines.append("rebuild them with: " + rebuild_advice(lakehouse, status))
     return "\n".join(lines)
 
@@ -242,7 +242,7 @@ def _days_args(first: dt.date, last: dt.date) -> str:
     return f"--ds {first}" + (f" --until {last}" if last != first else "")
 
 
-def _span(days: Iterable[dt.date]) -> str:
+def span(days: Iterable[dt.date]) -> str:
     ordered = sorted(days)
     return ordered[0].isoformat() if len(ordered) == 1 else f"{ordered[0]}..{ordered[-1]} ({len(ordered)} days)"
 
@@ -267,13 +267,13 @@ def check_range(lakehouse: Lakehouse, job: str, first: dt.date, last: dt.date) -
         done = set(theirs.processed)
         lacking = [d for d in wanted if d not in done]
         if lacking:
-            raise JobInputError(f"{upstream} has not processed {_span(lacking)}; run it for those days first "
+            raise JobInputError(f"{upstream} has not processed {span(lacking)}; run it for those days first "
                                 f"(python -m jobs.{upstream} --lakehouse {lakehouse.root} "
                                 f"{_days_args(lacking[0], lacking[-1])})")
         stale = {d: why for d, why in theirs.stale.items() if d <= last}
         if stale:
             first_stale = min(stale)
-            raise JobInputError(f"{upstream} for {_span(stale)} is stale ({first_stale}: {stale[first_stale]}); "
+            raise JobInputError(f"{upstream} for {span(stale)} is stale ({first_stale}: {stale[first_stale]}); "
                                 "rebuild the stale days first: " + rebuild_advice(lakehouse, status))
     if job not in T.CHAINED:
         return
@@ -281,7 +281,7 @@ def check_range(lakehouse: Lakehouse, job: str, first: dt.date, last: dt.date) -
     source = set(status[next(iter(T.UPSTREAM[job]))].processed)
     gap = sorted(d for d in source - set(mine.processed) if d < first)
     if gap:
-        raise JobInputError(f"{job} for {first} builds on every earlier day, but {_span(gap)} "
+        raise JobInputError(f"{job} for {first} builds on every earlier day, but {span(gap)} "
                             f"{'was' if len(gap) == 1 else 'were'} never processed by it; run it from {gap[0]} "
                             f"(python -m jobs.{job} --lakehouse {lakehouse.root} {_days_args(gap[0], last)})")
     if mine.latest is not None and first <= mine.latest and last < mine.latest:

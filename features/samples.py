@@ -425,16 +425,11 @@ def build_range(
         "attributed", "_page", "_unclk", "_day_exposures")
 
     # 5. Click histories, the same way over the click ordinals: a probe sees the last L clicks strictly before it,
-    # a day's last row the last L clicks up to it.
-    click_struct = F.struct("event_time", "event_id", "item_id", "neg_item_id", "neg_is_sampled", "item_idx",
-                            "item_from", "cate_idx", "cate_from", "neg_item_idx", "neg_item_from", "neg_cate_idx",
-                            "neg_cate_from")
-    framed = kept.withColumn("_y", F.when(F.col("_probe"), 2 * F.col("_clk_before") + 1).when(
-        F.col("_clk"), 2 * F.col("_clk_upto")).otherwise(2 * F.col("_clk_upto") + 1)).withColumn(
-        "hist", F.collect_list(F.when(F.col("_clk"), click_struct)).over(
-            Window.partitionBy("user_id").orderBy("_y").rangeBetween(-(2 * L - 1), 0)))
-    samples = _assemble(framed.where(F.col("_probe")), lookup_users, cfg)
-    new_state = _end_of_day_state(framed.where(F.col("_day_end") & ~F.col("_probe")), R)
+    # a day's last row the last L clicks up to it. The samples and the state each frame only the rows they need.
+    is_end = F.col("_day_end") & ~F.col("_probe")
+    samples = _assemble(_with_history(kept.where(F.col("_probe") | F.col("_clk")), L).where(F.col("_probe")),
+                        lookup_users, cfg)
+    new_state = _end_of_day_state(_with_history(kept.where(is_end | F.col("_clk")), L).where(is_end), R)
 
     label = F.col("clicked_at").isNotNull() & (F.to_date("clicked_at") == F.col("ds"))
     new_click = (F.col("kind") == _CLICK) & ~F.col("_probe")
@@ -458,6 +453,19 @@ _EPOCH = dt.date(1970, 1, 1)
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def _with_history(rows: DataFrame, hist_len: int) -> DataFrame:
+    """``rows`` with ``hist``: the last ``hist_len`` clicks (structs of the ids and their negatives) before a probe,
+    or up to any other row, from one range frame over the click ordinals (x2: clicks on even values, other rows on
+    odd ones in between)."""
+    click_struct = F.struct("event_time", "event_id", "item_id", "neg_item_id", "neg_is_sampled", "item_idx",
+                            "item_from", "cate_idx", "cate_from", "neg_item_idx", "neg_item_from", "neg_cate_idx",
+                            "neg_cate_from")
+    return rows.withColumn("_y", F.when(F.col("_probe"), 2 * F.col("_clk_before") + 1).when(
+        F.col("_clk"), 2 * F.col("_clk_upto")).otherwise(2 * F.col("_clk_upto") + 1)).withColumn(
+        "hist", F.collect_list(F.when(F.col("_clk"), click_struct)).over(
+            Window.partitionBy("user_id").orderBy("_y").rangeBetween(-(2 * hist_len - 1), 0)))
 
 
 def _end_of_day_state(ends: DataFrame, retention_seconds: int) -> DataFrame:

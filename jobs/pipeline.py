@@ -8,8 +8,8 @@
    database made by ``airflow db migrate``, its output in ``logs/pipeline/<stamp>.db.log``), the DAGs folder
    ``airflow_dags/``, no example DAGs, and the Spark connection ``ctr_spark`` = ``local[*]`` (unless
    ``AIRFLOW_CONN_CTR_SPARK`` is already set).
-3. Runs ``ctr_features`` once for all the generated days (a catch-up run, ``{"until": LAST_DAY}``: each task is
-   one spark-submit of its job, which processes the days in order), then ``ctr_training`` once per model with
+3. Runs ``ctr_features`` once for all the generated days (a run with ``{"until": LAST_DAY}``: each task is
+   one spark-submit of its job, a range job over all the days), then ``ctr_training`` once per model with
    ``{"model": M, "nproc": N, ...}``: torchrun on N CPU ranks, then the evaluation task. Runs go through
    ``dag.test`` (what ``airflow dags test`` runs) in one process, ``jobs.dag_runner``; Airflow's, Spark's and
    torchrun's output go to a log file under the Airflow home.
@@ -255,10 +255,10 @@ def main(argv: list[str] | None = None, *, extra_env: dict[str, str] | None = No
     days = preset_days(args.preset)
     print(f"pipeline: preset {args.preset}, days {days[0]}..{days[-1]}, models {', '.join(models)} on "
           f"{args.nproc} CPU ranks; lakehouse {lakehouse}; Airflow home {airflow_home}; log {log_path}", flush=True)
-    if (Path(lakehouse) / "features" / "vocab_days").exists():
-        print("pipeline: note: the lakehouse already holds features; its days are rebuilt with the same rows, but "
-              "the append-only vocabulary keeps the indices it assigned (use a fresh --lakehouse for another preset "
-              "or seed)", file=sys.stderr)
+    if (Path(lakehouse) / "features" / "runs").exists():
+        print("pipeline: note: the lakehouse already holds features; the generated days are rebuilt where their input "
+              "changed (the same preset and seed give the same rows), other days stay as they are (use a fresh "
+              "--lakehouse for another preset)", file=sys.stderr)
     # Airflow's database is made while the log is generated (independent work: a few seconds off the command)
     migration = ThreadPoolExecutor(max_workers=1).submit(migrate_airflow_db, env, log_path.with_suffix(".db.log"))
     try:

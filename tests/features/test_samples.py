@@ -214,7 +214,7 @@ def test_state_carries_last_clicks_and_recent_exposures(spark, days):
 
 
 def _sample_fallback(clicks, catalogue_size: int, seed: int):
-    """What build_day does for today's clicks: the drawn index, and the flag of a sampled negative."""
+    """What build_range does for a click: the drawn index, and the flag of a sampled negative."""
     return clicks.withColumn("sampled_idx", _sampled_negative(catalogue_size, seed)).withColumn(
         "neg_is_sampled", F.col("sampled_idx").isNotNull().cast("int"))
 

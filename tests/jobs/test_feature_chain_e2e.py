@@ -13,7 +13,15 @@ from pyspark.sql import functions as F
 
 from features import lineage
 from features.tableio import Lakehouse
-from jobs import build_rank_eval, build_samples, build_vocab, feature_chain, generate_synthetic, validate_events
+from jobs import (
+    build_rank_eval,
+    build_samples,
+    build_vocab,
+    chain_status,
+    feature_chain,
+    generate_synthetic,
+    validate_events,
+)
 
 DAYS = [dt.date(2026, 1, d) for d in range(1, 5)]
 D1, D2, D3, D4 = DAYS
@@ -114,9 +122,13 @@ def test_a_late_day_leaves_the_later_days_stale_until_the_printed_command_rebuil
     assert run(build_samples, whole, D4) == 1
     refused = capsys.readouterr().err
     assert "validate_events for 2026-01-03 is stale" in refused and command in refused
+    assert chain_status.main(["--lakehouse", str(whole.root)]) == 3  # visible to an operator, with the command
+    shown = capsys.readouterr().out
+    assert "build_samples: processed 2026-01-01..2026-01-04 (4 days); stale 2026-01-02..2026-01-04" in shown
+    assert command in shown
 
     assert feature_chain.main(command.split()[3:]) == 0
-    assert all(not days.stale for days in lineage.chain_status(whole).values())
+    assert chain_status.main(["--lakehouse", str(whole.root)]) == 0
     # equal to a fresh run on the corrected input
     for table in ("raw/events", "raw/items", "raw/users"):
         shutil.copytree(whole.path(table), tmp_path / "fresh" / table)
