@@ -35,6 +35,20 @@ HIST_ARRAYS, HIST_LEN = 5, 50
 SET_ARRAYS, SET_LEN = 8, 5
 
 
+def samples_shape(impressions, items: int):
+    """Rows of the shape of ``features/samples`` for ``impressions`` (raw/events rows), with no feature logic: per
+    impression, 5 arrays of L longs and 8 of n, made by ``sequence`` from a hash of the event id."""
+    from pyspark.sql import functions as F
+
+    def sequence(salt: int, size: int):
+        start = F.pmod(F.xxhash64("event_id", F.lit(salt)), F.lit(items))
+        return F.sequence(start, start + size - 1)
+
+    arrays = [sequence(s, HIST_LEN).alias(f"hist{s}") for s in range(HIST_ARRAYS)] + [
+        sequence(100 + s, SET_LEN).alias(f"set{s}") for s in range(SET_ARRAYS)]
+    return impressions.select("event_id", "user_id", "event_time", *arrays)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chain_floor", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2_000_000, help="about this many events in one day")
@@ -59,13 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         events = lakehouse.read(spark, "raw/events").count()
         impressions = lakehouse.read(spark, "raw/events").where(F.col("event_type") == "impression")
 
-        def sequence(salt: int, size: int):
-            start = F.pmod(F.xxhash64("event_id", F.lit(salt)), F.lit(args.items))
-            return F.sequence(start, start + size - 1)
-
-        arrays = [sequence(s, HIST_LEN).alias(f"hist{s}") for s in range(HIST_ARRAYS)] + [
-            sequence(100 + s, SET_LEN).alias(f"set{s}") for s in range(SET_ARRAYS)]
-        shaped = impressions.select("event_id", "user_id", "event_time", *arrays)
+        shaped = samples_shape(impressions, args.items)
 
         def write_shape(name: str, fmt: str = "delta", codec: str = "snappy", **options: str):
             def step():

@@ -1,14 +1,17 @@
-"""Benchmark of the daily feature chain on the synthetic log: seconds and raw events/s per job, day and in total.
+"""Benchmark of the feature chain on the synthetic log: seconds and raw events/s per job and in total.
 
     python -m benchmarks.feature_jobs --events 1000000
     python -m benchmarks.feature_jobs --events 10000000 --lakehouse /tmp/bench-lh   # keeps the lakehouse
-    python -m benchmarks.feature_jobs --from-raw /tmp/raw-10m                         # reuse a generated log
+    python -m benchmarks.feature_jobs --from-raw /tmp/raw-10m --floor                 # reuse a log; and the floor
 
-Generates about N events over 7 days (as ``benchmarks.generate_synthetic`` does; not timed here), or copies the
+Generates about N events over 7 days (as ``benchmarks.generate_synthetic`` does; not timed), or copies the
 ``raw/`` tables of an earlier lakehouse (``--from-raw``: the same input for an A/B comparison of two code
-versions), then runs each feature job that exists for every day in order through its real ``main`` in one Spark
-session, and prints the time of each job and day, the chain's raw events/s, and the command that reproduces the
-run. ``--jobs`` runs a prefix of the chain only (``validate_events`` alone, say); each job needs the ones before.
+versions), then runs each feature job through its real ``main`` in one Spark session: once over all the days
+(``--ds FIRST --until LAST``, one plan and one commit per table), or with ``--per-day`` once per day. Prints each
+job's time, the chain's raw events/s and the command that reproduces the run. ``--jobs`` runs a prefix of the chain
+only (``validate_events`` alone, say); each job needs the ones before. ``--floor`` then times, in the same session,
+the write of a table of the samples' shape for the log's impressions with no feature logic
+(``benchmarks.chain_floor``), and prints the chain's rate as a fraction of that write's.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="copy the raw/ tables of this lakehouse instead of generating (--events etc. unused)")
     parser.add_argument("--jobs", type=int, choices=range(1, len(CHAIN) + 1), default=len(CHAIN),
                         help=f"run the first N jobs of {', '.join(CHAIN)} (default: all)")
+    parser.add_argument("--per-day", action="store_true", help="run each job once per day instead of once")
+    parser.add_argument("--floor", action="store_true", help="also time the samples-shaped write of the log")
     args = parser.parse_args(argv)
     if args.from_raw is not None and not (args.from_raw / "raw" / "events").is_dir():
         parser.error(f"--from-raw {args.from_raw}: no raw/events table there")
@@ -65,23 +70,35 @@ def main(argv: list[str] | None = None) -> int:
         raw = Lakehouse(root).read(spark, "raw/events")
         per_day = {r["ds"]: r["count"] for r in raw.groupBy("ds").count().collect()}
         events, days = sum(per_day.values()), sorted(per_day)
-        seconds = {name: {} for name, _ in chain}
-        for day in days:
+        ranges = [(day, day) for day in days] if args.per_day else [(days[0], days[-1])]
+        seconds: dict[str, float] = {}
+        for first, last in ranges:
             for name, job_main in chain:
                 started = time.perf_counter()
-                if job_main(["--lakehouse", root, "--ds", day.isoformat()]) != 0:
+                if job_main(["--lakehouse", root, "--ds", first.isoformat(), "--until", last.isoformat()]) != 0:
                     return 1
-                seconds[name][day] = time.perf_counter() - started
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+        floor = None
+        if args.floor:
+            from pyspark.sql import functions as F
 
-    total = sum(sum(by_day.values()) for by_day in seconds.values())
-    print(f"\nraw events: {events} over {len(days)} days ({described})")
-    print("day         raw events  " + "  ".join(f"{name:>15}" for name, _ in chain))
-    for day in days:
-        print(f"{day}  {per_day[day]:>10}  " + "  ".join(f"{seconds[name][day]:>13.1f} s" for name, _ in chain))
-    for name, by_day in seconds.items():
-        secs = sum(by_day.values())
+            from benchmarks.chain_floor import samples_shape
+
+            impressions = raw.where(F.col("event_type") == "impression")
+            started = time.perf_counter()
+            samples_shape(impressions, args.items).write.format("delta").mode("overwrite").save(
+                str(Path(tmp) / "floor"))
+            floor = time.perf_counter() - started
+
+    total = sum(seconds.values())
+    print(f"\nraw events: {events} over {len(days)} days ({described}); "
+          f"{'one run per day' if args.per_day else 'one run per job for all the days'}")
+    for name, secs in seconds.items():
         print(f"{name}: {secs:.1f} s ({events / secs:,.0f} raw events/s)")
     print(f"chain: {total:.1f} s, {events / total:,.0f} raw events/s")
+    if floor is not None:
+        print(f"floor (the samples' shape written for the log's impressions): {floor:.1f} s, "
+              f"{events / floor:,.0f} raw events/s; the chain runs at {floor / total:.2f} x the floor's rate")
     print(f"master: {spark.sparkContext.master}, default parallelism {spark.sparkContext.defaultParallelism}")
     given = sys.argv[1:] if argv is None else argv
     print("reproduce: " + shlex.join([".venv/bin/python", "-m", "benchmarks.feature_jobs", *given]))
