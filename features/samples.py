@@ -78,7 +78,6 @@ STATE_TABLE = tables.USER_STATE
 # Kinds of the rows of a range's per-user stream (build_range): the state's exposures and clicks (days before the
 # range), and the range's impressions and clicks. Rows of the same microsecond are ordered by kind.
 _PRIOR_EXPOSURE, _IMPRESSION, _PRIOR_CLICK, _CLICK = 0, 1, 2, 3
-_NO_DAY = 2**31 - 1  # a day number after every real one
 
 CLICK_STRUCT = StructType(
     [
@@ -309,76 +308,86 @@ def build_range(
     sequence_key = F.struct(micros.alias("t"), F.col("event_id").alias("id"))  # the (event_time, event_id) order
 
     # 1. Ordinals in the user's (time, kind, event id) order, where exposures precede the clicks of the same
-    # microsecond: an exposure's or click's own position among its kind, how many exposures and clicks are strictly
-    # earlier in time than an impression, whether a row is the last of its user's day, and the last day on which an
-    # exposure is visible (it is among the user's last K exposures before that day and inside the retention window).
+    # microsecond: an exposure's or click's own position among its kind, whether a row is the last of its user's day,
+    # and how many exposures came before the row's day. Then (the same sort serves the range frame on time) how many
+    # exposures and clicks are strictly earlier in time than the row.
     in_order = Window.partitionBy("user_id").orderBy(micros, kind, "event_id")
     running = in_order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    earlier = Window.partitionBy("user_id").orderBy(micros).rangeBetween(Window.unboundedPreceding, -1)
-    exposures_in_order = Window.partitionBy("user_id", "_exp").orderBy(micros, kind, "event_id")
     rows = rows.select(
         "*", F.count(F.when(is_exposure, 1)).over(running).alias("_exp_upto"),
         F.count(F.when(is_click, 1)).over(running).alias("_clk_upto"),
+        F.coalesce(F.lead("_day").over(in_order) != day, F.lit(True)).alias("_last_of_day"))
+    earlier = Window.partitionBy("user_id").orderBy(micros).rangeBetween(Window.unboundedPreceding, -1)
+    rows = rows.select(
+        "*", F.coalesce(F.max(F.when(F.col("_last_of_day"), F.col("_exp_upto"))).over(
+            in_order.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0)).alias("_exp_before_day"),
         F.count(F.when(is_exposure, 1)).over(earlier).alias("_exp_before"),
-        F.count(F.when(is_click, 1)).over(earlier).alias("_clk_before"),
-        F.lead("_day").over(in_order).alias("_next_day"),
-        F.lead("_day", K).over(exposures_in_order).alias("_kth_next_day"))
-    in_range = kind.isin(_IMPRESSION, _CLICK)
-    retained_until = F.unix_date(F.to_date(F.col("event_time") + F.expr(f"INTERVAL {R} SECONDS")))
-    rows = rows.withColumn("_day_end", in_range & F.coalesce(F.col("_next_day") != day, F.lit(True))).withColumn(
-        "_vis_end", F.when(is_exposure, F.greatest(day, F.least(retained_until, F.coalesce(
-            "_kth_next_day", F.lit(_NO_DAY)))))).drop("_next_day", "_kth_next_day")
+        F.count(F.when(is_click, 1)).over(earlier).alias("_clk_before"))
+    rows = rows.withColumn("_day_end", kind.isin(_IMPRESSION, _CLICK) & F.col("_last_of_day")).drop("_last_of_day")
 
-    # 2. Attribution. A click with a request: the visible exposures of the same user, item and request (its day's,
-    # and earlier days' that are still visible on it). An exposure is visible on the days ds .. _vis_end, so its first
-    # request click is the earliest one of its day or later, if that click's day is still one of them.
+    def visible(exposure: Column, on_day: Column, exposures_before_day: Column) -> Column:
+        """Whether ``exposure`` (a struct of its ``day``, ordinal ``n`` and ``us``) is visible on ``on_day``: of that
+        day, or among the user's last K exposures before it and inside the retention window."""
+        kept_from = on_day * 86_400_000_000 - R * 1_000_000
+        return (exposure["day"] == on_day) | ((exposure["day"] < on_day) & (exposure["n"] > exposures_before_day - K)
+                                              & (exposure["us"] >= kept_from))
+
+    me = F.struct(day.alias("day"), F.col("_exp_upto").alias("n"), micros.alias("us"))
+
+    # 2. Attribution. A click with a request: the visible exposures of the same user, item and request. An
+    # exposure's first request click is the earliest one of its day or later, if the exposure is visible on that
+    # click's day (the later the day, the fewer exposures stay visible); a click is late when only earlier days'
+    # exposures are visible to it (the latest of them is the most visible).
     request_click = is_new_click & F.col("request_id").isNotNull()
     by_request = Window.partitionBy("user_id", "item_id", "request_id").orderBy("_day")
+    first_click = F.min(F.when(request_click, F.struct(micros.alias("us"), F.col("event_time").alias("time"),
+                                                         day.alias("day"), F.col("_exp_before_day").alias("before"))))
+    latest_before = F.max_by(me, F.when(is_exposure, sequence_key))
     rows = rows.select(
-        "*", F.min(F.when(request_click, F.col("event_time"))).over(
-            by_request.rangeBetween(0, Window.unboundedFollowing)).alias("_request_click"),
+        "*", first_click.over(by_request.rangeBetween(0, Window.unboundedFollowing)).alias("_request_click"),
         F.max(F.when(is_exposure, 1)).over(by_request.rangeBetween(0, 0)).alias("_request_same_day"),
-        F.max(F.when(is_exposure, F.col("_vis_end"))).over(
-            by_request.rangeBetween(Window.unboundedPreceding, -1)).alias("_request_earlier_visible"))
+        latest_before.over(by_request.rangeBetween(Window.unboundedPreceding, -1)).alias("_request_earlier"))
     # Without a request: the latest exposure of the same user and item at or before the click, if it is visible on
-    # the click's day and within the window (the visible days of a user's exposures never decrease in time order).
+    # the click's day and within the window. An exposure's first such click is the first loose click after it, if
+    # that one is attributed (and before the item's next exposure: the loose clicks after that have it as theirs).
     loose_click = is_new_click & F.col("request_id").isNull()
-    latest = F.max_by(F.struct(F.col("event_id").alias("id"), F.col("event_time").alias("time"), day.alias("day"),
-                               F.col("_vis_end").alias("visible_until")), F.when(is_exposure, sequence_key)).over(
-        Window.partitionBy("user_id", "item_id").orderBy(micros).rangeBetween(Window.unboundedPreceding, 0))
-    earliest = F.col("event_time") - F.expr(f"INTERVAL {int(cfg.click_window_seconds)} SECONDS")
-    rows = rows.withColumn("_loose", F.when(loose_click & (latest["time"] >= earliest)
-                                            & (latest["visible_until"] >= day), latest))
-    # an exposure's clicked_at: the first click attributed to it, or the one kept in the state
-    rows = rows.withColumn("_link", F.when(is_exposure, F.col("event_id")).otherwise(F.col("_loose.id"))).withColumn(
-        "_loose_click_time", F.min(F.when(F.col("_loose").isNotNull(), F.col("event_time"))).over(
-            Window.partitionBy("user_id", "_link")))
-    request_time = F.when(F.unix_date(F.to_date("_request_click")) <= F.col("_vis_end"), F.col("_request_click"))
+    by_item = Window.partitionBy("user_id", "item_id").orderBy(micros, kind, "event_id")
+    earliest = micros - int(cfg.click_window_seconds) * 1_000_000
+    latest = F.last(F.when(is_exposure, me), ignorenulls=True).over(
+        by_item.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    rows = rows.withColumn("_loose", F.when(loose_click & (latest["us"] >= earliest)
+                                            & visible(latest, day, F.col("_exp_before_day")), latest))
+    rows = rows.withColumn("_next", F.when(is_exposure | loose_click, F.struct(
+        F.col("_loose").isNotNull().alias("attributed"), F.col("event_time").alias("time"))))
+    after = F.expr("lead(_next, 1, NULL, true)").over(by_item)  # the next exposure or loose click (same sort)
+    request = F.col("_request_click")
+    request_time = F.when(visible(me, request["day"], request["before"]), request["time"])
     attributed = (F.when(request_click, F.when(F.col("_request_same_day") == 1, "today").when(
-        F.col("_request_earlier_visible") >= day, "late"))
+        visible(F.col("_request_earlier"), day, F.col("_exp_before_day")), "late"))
         .when(F.col("_loose").isNotNull(), F.when(F.col("_loose.day") == day, "today").otherwise("late")))
-    rows = rows.withColumn("clicked_at", F.when(is_exposure, F.least("clicked_at", request_time, "_loose_click_time"))
-                           ).withColumn("attributed", F.when(is_new_click, attributed)).drop(
-        "_request_click", "_request_same_day", "_request_earlier_visible", "_loose", "_link", "_loose_click_time")
+    rows = rows.withColumn("clicked_at", F.when(is_exposure, F.least(
+        "clicked_at", request_time, F.when(after["attributed"], after["time"])))).withColumn(
+        "attributed", F.when(is_new_click, attributed)).drop(
+        "_request_click", "_request_same_day", "_request_earlier", "_loose", "_next", "_exp_before_day")
+
+    # 3. An impression's request page: the first ctx_size + 1 distinct items of the user's request of the day, by
+    # position, event id (on the impressions, before they are doubled into probes below).
+    paged = (kind == _IMPRESSION) & F.col("request_id").isNotNull()
+    in_request = ["user_id", "_day", "request_id", "_paged"]
+    shown_at = (F.coalesce("position", F.lit(2**31 - 1)), F.col("event_id"))
+    rows = rows.withColumn("_paged", paged).withColumn("_first", F.row_number().over(
+        Window.partitionBy(*in_request, "item_id").orderBy(*shown_at)) == 1)
+    rows = rows.withColumn("_rank", F.row_number().over(Window.partitionBy(*in_request).orderBy(
+        (~F.col("_first")).cast("int"), *shown_at)))
+    entry = F.when(F.col("_first") & (F.col("_rank") <= cfg.ctx_size + 1), F.struct(
+        F.col("_rank").alias("rank"), "item_id", "item_idx", "item_from", "cate_idx", "cate_from"))
+    rows = rows.withColumn("_page", F.when(paged, F.array_sort(F.collect_list(entry).over(
+        Window.partitionBy(*in_request))))).drop("_paged", "_first", "_rank")
 
     # Each impression is also a probe: a copy that looks up its sets (an exposure itself, it must not see itself).
     roles = F.when(kind == _IMPRESSION, F.array(F.lit(False), F.lit(True))).otherwise(F.array(F.lit(False)))
     rows = rows.withColumn("_probe", F.explode(roles)).withColumn("_exp", is_exposure & ~F.col("_probe"))
     is_probe = F.col("_probe")
-
-    # 3. The probe's request page: the first ctx_size + 1 distinct items of the user's request of the day, by
-    # position, event id.
-    in_request = ["user_id", "_probe", "_day", "request_id"]
-    shown_at = (F.coalesce("position", F.lit(2**31 - 1)), F.col("event_id"))
-    paged = is_probe & F.col("request_id").isNotNull()
-    rows = rows.withColumn("_first", paged & (F.row_number().over(
-        Window.partitionBy(*in_request, "item_id").orderBy(*shown_at)) == 1))
-    rows = rows.withColumn("_rank", F.when(F.col("_first"), F.row_number().over(
-        Window.partitionBy(*in_request, "_first").orderBy(*shown_at))))
-    entry = F.when(F.col("_rank") <= cfg.ctx_size + 1, F.struct(
-        F.col("_rank").alias("rank"), "item_id", "item_idx", "item_from", "cate_idx", "cate_from"))
-    rows = rows.withColumn("_page", F.when(paged, F.array_sort(F.collect_list(entry).over(
-        Window.partitionBy(*in_request))))).drop("_first", "_rank")
 
     # 4. Exposure lists in one range frame over the exposure ordinals (x2: exposures on even values, clicks and
     # probes on odd ones in between): an exposure sees the last K exposures up to itself, a click the last K at or
@@ -422,7 +431,7 @@ def build_range(
         "_clk", "_probe", "_day_end", "_clk_upto", "_clk_before",
         *(c for i in ITEM_INDEX_COLUMNS for c in (i, _from(i))),
         "neg_item_id", "neg_is_sampled", "neg_item_idx", "neg_item_from", "neg_cate_idx", "neg_cate_from",
-        "attributed", "_page", "_unclk", "_day_exposures")
+        "attributed", F.when(is_probe, F.col("_page")).alias("_page"), "_unclk", "_day_exposures")
 
     # 5. Click histories, the same way over the click ordinals: a probe sees the last L clicks strictly before it,
     # a day's last row the last L clicks up to it. The samples and the state each frame only the rows they need.

@@ -244,7 +244,6 @@ def test_any_split_of_a_range_gives_the_same_rows_whatever_the_input_order(spark
     an item is unknown (1) in day-1 samples and known in later days' histories; K = 3 and a short retention make the
     state drop exposures, which the range must not see either."""
     synthetic = generate(spark, SyntheticConfig(users=40, items=60, days=3, seed=5, requests_per_user_day=4))
-    d3 = D2 + dt.timedelta(days=1)
     ranked = synthetic.events.select(F.col("item_id").alias("raw_id")).distinct().withColumn(
         "idx", (F.dense_rank().over(Window.orderBy("raw_id")) + 1).cast("long"))
     vocab = ranked.select(F.lit("item").alias("field"), "raw_id", "idx", F.lit(1).cast("long").alias("count"),
@@ -254,11 +253,23 @@ def test_any_split_of_a_range_gives_the_same_rows_whatever_the_input_order(spark
     items, users = item_index(vocab, synthetic.items), user_index(vocab, synthetic.users)
     cfg = SamplesConfig(hist_len=5, ctx_size=3, clk_size=3, unclk_size=3, exposure_candidates=3,
                         lookback_seconds=6 * 3600, negative_window_seconds=3600)
-    events = synthetic.events.localCheckpoint()
+    # Midnight clicks on yesterday's impressions, which the state keeps only while they are among the user's last K
+    # exposures and inside the retention window: v1's 'a' is pushed out by 3 later impressions (its request click and
+    # its loose click stay unattributed), v2's is not (both are late clicks); v3's is older than the retention window.
+    d3 = D2 + dt.timedelta(days=1)
+    hand = []
+    for user, others in (("v1", 3), ("v2", 1)):
+        for request, item in ((f"{user}r", "a"), (None, "b")):
+            hand.append(ev(f"{user}{item}", user, item, "imp", D1, "23:50:00", request, 1 if request else None))
+            hand.append(ev(f"{user}{item}c", user, item, "clk", D2, "00:05:00", request, 1 if request else None))
+        hand += [ev(f"{user}x{n}", user, f"x{n}", "imp", D1, f"23:5{5 + n}:00") for n in range(others)]
+    hand += [ev("v3a", "v3", "a", "imp", D1, "10:00:00", "v3r", 1),
+             ev("v3ac", "v3", "a", "clk", D2, "00:01:00", "v3r", 1)]
+    events = synthetic.events.unionByName(spark.createDataFrame(hand, RAW_EVENTS)).localCheckpoint()
     empty = spark.createDataFrame([], USER_STATE)
 
     def run(parts, source):
-        state, samples, states = empty, [], []
+        state, samples, states, clicks = empty, [], [], {}
         for first, last in parts:
             days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
             part = build_range(source.where(F.col("ds").between(first, last)),
@@ -266,10 +277,13 @@ def test_any_split_of_a_range_gives_the_same_rows_whatever_the_input_order(spark
                                catalogue={d: size for d in days}, first=first, last=last, cfg=cfg)
             samples.append(part.samples.localCheckpoint())
             states.append(part.state.localCheckpoint())
+            clicks.update({r["event_id"]: r["attributed"] for r in part.clicks.collect()})
             state = states[-1] if state is empty else state.unionByName(states[-1])
-        return functools.reduce(lambda a, b: a.unionByName(b), samples), state
+        return functools.reduce(lambda a, b: a.unionByName(b), samples), state, clicks
 
     daily = run([(D1, D1), (D2, D2), (d3, d3)], events)
+    assert {k: daily[2][k] for k in ("v1ac", "v1bc", "v2ac", "v2bc", "v3ac")} == {
+        "v1ac": None, "v1bc": None, "v2ac": "late", "v2bc": "late", "v3ac": None}
     halves = run([(D1, D1), (D2, d3)], events)
     shuffled = events.orderBy(F.xxhash64("event_id")).repartition(7)
     whole = run([(D1, d3)], shuffled)
@@ -279,6 +293,7 @@ def test_any_split_of_a_range_gives_the_same_rows_whatever_the_input_order(spark
     for other in (halves, whole):
         assert_df_equality(daily[0], other[0], ignore_row_order=True, ignore_nullable=True)
         assert_df_equality(daily[1], other[1], ignore_row_order=True, ignore_nullable=True)
+        assert other[2] == daily[2]
     by_shuffle = build_range(events, empty, items, users, catalogue={d: size for d in (D1, D2, d3)}, first=D1,
                              last=d3, cfg=cfg.model_copy(update={"broadcast_lookups": False})).samples
     assert_df_equality(daily[0], by_shuffle, ignore_row_order=True, ignore_nullable=True)
